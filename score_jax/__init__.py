@@ -1,0 +1,1 @@
+"""score_jax: SCoRe self-correction training in JAX/Flax."""
