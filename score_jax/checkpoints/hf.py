@@ -490,7 +490,7 @@ def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
     if tuple(arr.shape) != tuple(want):  # pragma: no cover - mapping bug guard
       raise CheckpointError(f"{path}: {name} maps to shape {arr.shape}, parameter {key} is "
                             f"{want}")
-    var.set_value(jnp.asarray(np.asarray(arr, dtype=pdt)))
+    var.set_value(jax.device_put(np.asarray(arr, dtype=pdt)))
   if strict:
     unused = sorted(n for n in tensors.where if n not in tensors.used and not _ignorable(n, cfg))
     if unused:
