@@ -1,20 +1,17 @@
-"""Rollouts: tasks -> two sampled attempts -> rewards, carried in one pytree (Tunix-style).
+"""Rollouts: tasks -> sampled attempts (device) -> scores (host), laid out for the loss.
 
-An `Environment` says how a task becomes prompt tokens, which instruction tokens ask for the
-correction, and how an attempt is scored. `collect` runs the compiled multi-turn sampler,
-scores every attempt on the host, and lays the attempts out as compact per-row sequences
-[prompt, y1, instruction, y2] that the loss re-scores by teacher forcing.
+`collect_async` runs the compiled multi-turn sampler and lays the attempts out as compact
+per-row sequences [prompt, y1, instruction, y2] (still on device, not waited for); the caller
+can dispatch more device work (the reference model's log-probs) before `Pending.score()`
+pulls the attempts to the host and grades them, so grading overlaps with device work.
 """
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 from typing import Any, Sequence
 
-import flax.struct
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from score_jax import sampler as sampler_lib
@@ -31,57 +28,44 @@ class Scores:
   texts: list[str]
 
 
-class Environment(abc.ABC):
-  """A task family seen through one tokenizer."""
-
-  pad_id: int = 0
-  stop_ids: tuple[int, ...] = (1,)
-
-  @abc.abstractmethod
-  def prompt_tokens(self, tasks: Sequence[Any]) -> list[list[int]]:
-    """Turn-1 prompt token ids of each task (BOS and chat template included)."""
-
-  @abc.abstractmethod
-  def instruction_tokens(self) -> list[int]:
-    """The tokens appended after each row's first attempt (end of turn + instruction)."""
-
-  @abc.abstractmethod
-  def score(self, tasks: Sequence[Any], attempts: Sequence[Sequence[int]]) -> Scores:
-    """Scores generated token ids; tasks[i] is the problem of attempts[i]."""
-
-
-@flax.struct.dataclass
-class Rollout:
-  """One batch of attempts, ready for reference scoring and the loss.
-
-  tokens, input_mask: [R, L] compact sequences; turn_masks: [T, R, L] the generated tokens of
-  each turn; rewards: [T, R]; sample_logprobs: [T, R, budget] log-probs at sampling time.
-  R = prompts * num_samples, rows of one prompt adjacent.
-  """
-
-  tokens: Array
-  input_mask: Array
-  turn_masks: Array
-  rewards: Array
-  sample_logprobs_raw: tuple[Array, ...]
-  turn_tokens: tuple[Array, ...]
-  turn_mask_compact: tuple[Array, ...]
-
-
 def pad_prompts(prompts: Sequence[Sequence[int]], bucket: int, pad_id: int):
   lens = np.array([len(p) for p in prompts], np.int32)
   if (lens > bucket).any():
     i = int(np.argmax(lens))
-    raise ValueError(f"prompt {i} has {lens[i]} tokens; the largest prompt bucket is {bucket}")
+    raise ValueError(f"prompt {i} has {lens[i]} tokens; the prompt bucket is {bucket}")
   out = np.full((len(prompts), bucket), pad_id, np.int32)
   for i, p in enumerate(prompts):
     out[i, :len(p)] = p
   return out, lens
 
 
-def collect(sampler: sampler_lib.Sampler, params, env: Environment, tasks: Sequence[Any],
-            key: Array) -> tuple[Rollout, list[Scores], sampler_lib.SampleOutput]:
-  """Samples every turn for `tasks` and scores the attempts on the host."""
+def turn_token_lists(out: sampler_lib.SampleOutput) -> list[list[list[int]]]:
+  """Host copy of the generated tokens: [turn][row] -> list of ids (stop token included)."""
+  result = []
+  for turn in out.turns:
+    toks, mask = np.asarray(turn.tokens), np.asarray(turn.mask)
+    result.append([t[m].tolist() for t, m in zip(toks, mask)])
+  return result
+
+
+@dataclasses.dataclass
+class Pending:
+  """Attempts sampled (possibly still computing on device), not yet scored."""
+
+  env: Any
+  row_tasks: list
+  out: sampler_lib.SampleOutput
+  tokens: Array  # [R, L]
+  input_mask: Array  # [R, L]
+  turn_masks: Array  # [T, R, L]
+
+  def score(self) -> list[Scores]:
+    return [self.env.score(self.row_tasks, ids) for ids in turn_token_lists(self.out)]
+
+
+def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any],
+                  key: Array) -> Pending:
+  """Samples every turn for `tasks`; rows are task-major (task i -> rows i*n .. i*n+n-1)."""
   cfg = sampler.cfg
   prompt_ids = env.prompt_tokens(tasks)
   bucket = cfg.bucket(max(len(p) for p in prompt_ids))
@@ -89,16 +73,6 @@ def collect(sampler: sampler_lib.Sampler, params, env: Environment, tasks: Seque
   instr = np.asarray(env.instruction_tokens(), np.int32)
   out = sampler(params, prompts, lens, instr if cfg.num_turns > 1 else None, None, key)
   seq, valid, turn_masks = sampler_lib.assemble_sequences(out, prompts, instr, env.pad_id)
-  n = cfg.num_samples
-  row_tasks = [t for t in tasks for _ in range(n)]
-  scores = []
-  for turn in out.turns:
-    toks, mask = np.asarray(turn.tokens), np.asarray(turn.mask)
-    scores.append(env.score(row_tasks, [t[m].tolist() for t, m in zip(toks, mask)]))
-  rollout = Rollout(
-      tokens=seq, input_mask=valid, turn_masks=turn_masks,
-      rewards=jnp.asarray(np.stack([s.rewards for s in scores]), jnp.float32),
-      sample_logprobs_raw=tuple(t.logprobs_raw for t in out.turns),
-      turn_tokens=tuple(t.tokens for t in out.turns),
-      turn_mask_compact=tuple(t.mask for t in out.turns))
-  return rollout, scores, out
+  row_tasks = [t for t in tasks for _ in range(cfg.num_samples)]
+  return Pending(env=env, row_tasks=row_tasks, out=out, tokens=seq, input_mask=valid,
+                 turn_masks=turn_masks)

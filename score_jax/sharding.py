@@ -197,8 +197,12 @@ def variable_logical_axes(v: nnx.Variable) -> tuple | None:
   return None
 
 
-def _replicated(mesh) -> NamedSharding:
+def replicated(mesh) -> NamedSharding:
+  """Every device holds the whole array (scalars, step counters, PRNG keys)."""
   return NamedSharding(mesh, PartitionSpec())
+
+
+_replicated = replicated
 
 
 def model_shardings(model_or_state, mesh: Mesh, rules: Rules = DEFAULT_RULES):
@@ -307,7 +311,7 @@ def tree_shardings_like(tree, param_shardings, mesh: Mesh | None = None):
       if cand is not None and _spec_fits(cand, shape):
         sharding = cand
         break
-    if sharding is None or (len(sharding.spec) and not shape):
+    if sharding is None:
       sharding = _replicated(mesh)
     return leaf.replace(sharding) if _is_variable(leaf) else sharding
 

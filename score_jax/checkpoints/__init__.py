@@ -5,3 +5,4 @@ from score_jax.checkpoints.hf import (SUPPORTED_MODEL_TYPES, config_from_hf, loa
 from score_jax.checkpoints.gguf import (SUPPORTED_ARCHITECTURES as GGUF_ARCHITECTURES, GGUFFile,
                                         config_from_gguf, gemma3_270m_path, load_gguf,
                                         spm_proto_from_gguf, tokenizer_from_gguf)
+from score_jax.checkpoints.state import Checkpointer, abstract_target

@@ -113,12 +113,14 @@ def abstract_target(tree, shardings=None):
   `nnx.eval_shape` / `jax.eval_shape`), placed on `shardings` (same structure, e.g. from
   `score_jax.sharding.model_shardings` / `tree_shardings_like`) or, when None, on each
   leaf's own sharding."""
+  def leaf(x, sharding):
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+      return x  # Python scalars restore as such.
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
   if shardings is None:
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        tree)
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      tree, shardings)
+    return jax.tree.map(lambda x: leaf(x, getattr(x, "sharding", None)), tree)
+  return jax.tree.map(leaf, tree, shardings)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""Binary rewards for self-correction RL: math answers and sandboxed code tests."""
+
+from score_jax.rewards.code_sandbox import (
+    CodeSandbox,
+    Execution,
+    SandboxConfig,
+    bwrap_usable,
+    classify_execution,
+    compose_program,
+    run_tests,
+)
+from score_jax.rewards.math_grader import (
+    MODES,
+    MathGrader,
+    extract_answer,
+    extract_boxed,
+    grade_math,
+    normalize_answer,
+    reference_answer,
+)
+from score_jax.rewards.types import (
+    CORRECT,
+    CRASH,
+    INVALID_REFERENCE,
+    MEMORY,
+    NO_ANSWER,
+    OUTPUT_LIMIT,
+    REASONS,
+    SANDBOX_ERROR,
+    SYNTAX_ERROR,
+    TIMEOUT,
+    WRONG_ANSWER,
+    RewardResult,
+)
+
+__all__ = [
+    "RewardResult",
+    "REASONS",
+    "CORRECT",
+    "WRONG_ANSWER",
+    "NO_ANSWER",
+    "INVALID_REFERENCE",
+    "TIMEOUT",
+    "CRASH",
+    "SYNTAX_ERROR",
+    "MEMORY",
+    "OUTPUT_LIMIT",
+    "SANDBOX_ERROR",
+    "MathGrader",
+    "grade_math",
+    "extract_answer",
+    "extract_boxed",
+    "reference_answer",
+    "normalize_answer",
+    "MODES",
+    "CodeSandbox",
+    "SandboxConfig",
+    "Execution",
+    "run_tests",
+    "compose_program",
+    "classify_execution",
+    "bwrap_usable",
+]

@@ -3,34 +3,39 @@
 A program passes iff its process exits 0 after running the tests appended to it.
 
 Primary sandbox: bubblewrap (``bwrap``, Debian package ``bubblewrap``)
-  * fresh user/IPC/PID/network/UTS/cgroup namespaces (``--unshare-all``): no
-    network at all (only an unconnected loopback), the program sees and can
-    signal only its own processes, and everything in the PID namespace dies with
-    it (``--die-with-parent``; the namespace's init is killed on timeout);
+  * fresh IPC/PID/network/UTS/cgroup namespaces (and a user namespace when we
+    are not root): no network at all (only the namespace's own loopback), the
+    program sees and can signal only its own processes, and everything in the
+    PID namespace dies with the run (``--die-with-parent``; on timeout the
+    namespace's init is killed, which takes the namespace down with it);
   * a new mount tree holding only read-only binds of ``/usr`` (with the
     ``/bin``/``/lib*`` links), ``ld.so.cache``/``localtime`` and the Python
     installation, a private ``/proc``, a minimal ``/dev`` and a size-capped
-    tmpfs ``/tmp`` as the only writable place (the cwd);
+    tmpfs ``/tmp`` as the only writable place (the cwd): host files, the repo,
+    the host ``/tmp`` and ``$HOME`` are invisible;
   * ``--new-session`` (no terminal injection), cleared environment.
-  When we are root, bwrap runs privileged (no user namespace) and the in-sandbox
-  wrapper drops to a per-slot unprivileged uid before the program runs, so
-  RLIMIT_NPROC (which root ignores) bounds fork bombs; all other capabilities
-  are dropped by bwrap.  As non-root, bwrap uses a user namespace, where the
-  NPROC limit counts per namespace.
+  As root, bwrap runs privileged (no user namespace), drops every capability
+  but CAP_SETUID/CAP_SETGID, and the in-sandbox wrapper uses those to become a
+  per-slot unprivileged uid before the program runs, so RLIMIT_NPROC (which
+  root ignores) bounds fork bombs and the program cannot signal bwrap.  As
+  non-root, bwrap needs unprivileged user namespaces; NPROC then counts per
+  user namespace (Linux >= 5.14).
 
-In both modes a small wrapper sets rlimits before running the program in the
-same interpreter: CPU seconds, address space, file size (which also caps the
-captured stdout/stderr, written to files), process count, open files, no core
-dumps.  The parent enforces the wall-clock limit and kills the whole process
-group (for bwrap, the PID namespace's init and hence everything in it).
+The wrapper (``python -I -S``: no site-packages, no env vars, ~6 ms start) sets
+rlimits and then runs the program in the same interpreter: CPU seconds, address
+space, file size (which also caps the captured stdout/stderr, written to
+files), processes, open files, no core dumps.  The parent enforces the
+wall-clock limit.
 
 Fallback (``bwrap`` missing or unusable, e.g. unprivileged user namespaces
-blocked by AppArmor on Ubuntu >= 23.10): a plain subprocess with the same
-rlimits, a fresh temp dir as cwd, a cleared environment, a separate network
-namespace via ``unshare --net`` when that works (else the ``socket`` module is
-patched, which subprocesses or ctypes can bypass), and as root the same uid
-drop plus a sweep that kills every leftover process of that uid.  It has no
-filesystem isolation and no PID namespace; a warning says so.
+blocked by AppArmor on Ubuntu >= 23.10): the same wrapper and rlimits in a
+plain subprocess with a fresh temp dir as cwd and a cleared environment,
+under ``unshare --net --pid --fork --kill-child`` when that works (else
+``--net`` alone, else a patched ``socket`` module, which subprocesses or ctypes
+bypass).  As root it drops to an unprivileged uid and sweeps that uid after
+each run, but only if the Python installation is reachable by other uids (a
+pyenv under ``/root`` is not: programs then run as root).  There is never
+filesystem isolation.  A warning lists exactly what is missing.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Sequence
 
@@ -153,7 +159,7 @@ class SandboxConfig:
     tmpfs_mb: int = 64
     max_processes: int = 64
     max_open_files: int = 64
-    workers: int = max(1, os.cpu_count() or 1)
+    workers: int = max(1, min(_MAX_WORKERS, os.cpu_count() or 1))
     use_bwrap: bool | None = None
     import_site: bool = False
 
@@ -288,6 +294,21 @@ def _unshare_prefix() -> tuple[str, ...]:
     return ()
 
 
+def _child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def _world_traversable(path: str) -> bool:
     """Whether any uid can reach `path` (every directory on the way has o+x)."""
     path = os.path.realpath(path)
@@ -342,8 +363,14 @@ class CodeSandbox:
         self._root = os.geteuid() == 0
         self._python = _python_executable()
         self._mode: str | None = None  # 'bwrap' | 'fallback'
+        self._mode_lock = threading.Lock()
         self._drop_uid = self._root  # run programs as an unprivileged uid
         self._unshare: tuple[str, ...] = ()  # fallback only
+        # Slots (hence sandbox uids) are shared by concurrent `run` calls, so no
+        # two running programs ever share a uid.
+        self._slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for s in range(self.config.workers):
+            self._slots.put(s)
 
     # -- setup --
     @property
@@ -352,8 +379,11 @@ class CodeSandbox:
         return self._mode == "bwrap"
 
     def _ensure_mode(self) -> None:
-        if self._mode is not None:
-            return
+        with self._mode_lock:
+            if self._mode is None:
+                self._choose_mode()
+
+    def _choose_mode(self) -> None:
         want = self.config.use_bwrap
         problem = None
         if want is False:
@@ -398,6 +428,8 @@ class CodeSandbox:
             missing.append("programs run as ROOT (the Python installation is not reachable "
                            "by an unprivileged uid): RLIMIT_NPROC does not apply and host "
                            "files are writable")
+        elif "--map-root-user" in self._unshare:
+            kept.append("RLIMIT_NPROC counted inside a private user namespace")
         else:
             missing.append("programs run as our own uid: RLIMIT_NPROC counts all of this "
                            "user's processes")
@@ -526,8 +558,25 @@ class CodeSandbox:
         return Execution(reason, exit_code, sig, timed_out, stdout, stderr, duration)
 
     def _reap(self, proc: subprocess.Popen, uid: int) -> None:
-        """Kill the run's process group (and, in fallback as root, its uid) and wait."""
-        try:
+        """Make sure every process of the run is gone, then reap it.
+
+        A still-running run is ended by killing the PID namespace's init (the
+        direct child of bwrap / ``unshare --fork``) first: the kernel kills the
+        whole namespace before that init is reaped, so once the launcher exits
+        nothing is left.  Killing the launcher first would return while the
+        namespace is still being torn down.
+        """
+        if proc.poll() is None:
+            for child in _child_pids(proc.pid):
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except OSError:
+                    pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # the launcher itself, and what is left in its group without a namespace
             os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
             pass
@@ -541,16 +590,13 @@ class CodeSandbox:
         sources = list(sources)
         if not sources:
             return []
-        slots: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for s in range(self.config.workers):
-            slots.put(s)
 
         def one(src: str) -> Execution:
-            slot = slots.get()
+            slot = self._slots.get()
             try:
                 return self._execute(src, slot)
             finally:
-                slots.put(slot)
+                self._slots.put(slot)
 
         n = min(self.config.workers, len(sources))
         with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sandbox") as ex:

@@ -1,0 +1,200 @@
+r"""Two-turn evaluation: both attempts of every held-out problem, the five metrics, records.
+
+  python -m score_jax.evaluate --config=configs/gemma3_270m_eval.py --workdir=/tmp/eval
+  python -m score_jax.evaluate --config=configs/embedded.py --workdir=/tmp/score \
+      --checkpoint_dir=/tmp/score/checkpoints
+
+Writes <workdir>/eval/<dataset>_<split>.json (n, accuracy_t1, accuracy_t2, delta_t1_t2,
+delta_i_to_c, delta_c_to_i, and the inference-compute comparison when asked), a JSONL of
+every problem's two attempts and rewards, and a markdown table. Decoding is greedy, as in
+the paper; the compute comparison samples at `--sc_temperature` (paper: 0.7).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from score_jax import metrics as metrics_lib
+from score_jax import rollout as rollout_lib
+from score_jax import sampler as sampler_lib
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EvalResult:
+  metrics: dict[str, float]
+  records: list[dict[str, Any]]
+
+
+def _batches(tasks: Sequence[Any], batch_size: int):
+  """Fixed-size batches (the last one padded by repeating its last task): one compile."""
+  for i in range(0, len(tasks), batch_size):
+    chunk = list(tasks[i:i + batch_size])
+    yield chunk + [chunk[-1]] * (batch_size - len(chunk)), len(chunk)
+
+
+def sample_and_score(sampler, params, env, tasks, batch_size, key):
+  """All turns for `tasks`; returns per turn (rewards [N*n], Scores list per batch)."""
+  per_turn_scores: list[list] = [[] for _ in sampler.cfg.turn_budgets]
+  n = sampler.cfg.num_samples
+  for b, (chunk, real) in enumerate(_batches(tasks, batch_size)):
+    pending = rollout_lib.collect_async(sampler, params, env, chunk, jax.random.fold_in(key, b))
+    for t, s in enumerate(pending.score()):
+      keep = real * n
+      per_turn_scores[t].append(rollout_lib.Scores(rewards=s.rewards[:keep],
+                                                   reasons=s.reasons[:keep],
+                                                   texts=s.texts[:keep]))
+  merged = []
+  for scores in per_turn_scores:
+    merged.append(rollout_lib.Scores(
+        rewards=np.concatenate([s.rewards for s in scores]),
+        reasons=[r for s in scores for r in s.reasons],
+        texts=[x for s in scores for x in s.texts]))
+  return merged
+
+
+def evaluate_two_turns(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any], *,
+                       batch_size: int, key=None) -> EvalResult:
+  """Greedy (or the sampler's) two attempts per task -> metrics + per-problem records."""
+  key = jax.random.key(0) if key is None else key
+  turns = sample_and_score(sampler, params, env, tasks, batch_size, key)
+  r1, r2 = turns[0].rewards, turns[-1].rewards
+  m = metrics_lib.two_turn_metrics(r1, r2)
+  records = []
+  for i, task in enumerate(tasks):
+    records.append({
+        "id": getattr(task, "id", str(i)),
+        "attempts": [t.texts[i] for t in turns],
+        "rewards": [float(t.rewards[i]) for t in turns],
+        "reasons": [t.reasons[i] for t in turns],
+    })
+  return EvalResult(metrics={k: float(v) for k, v in m.items()}, records=records)
+
+
+def _majority(answers: Sequence[str | None]) -> int | None:
+  """Index of a representative of the most common non-empty answer."""
+  counts = collections.Counter(a for a in answers if a)
+  if not counts:
+    return None
+  best = counts.most_common(1)[0][0]
+  return answers.index(best)
+
+
+def compute_scaling(params, env, tasks, model, sampler_cfg: sampler_lib.SamplerConfig,
+                    k: int, *, batch_size: int, key=None) -> dict[str, float]:
+  """The paper's inference-compute comparison at K samples (math tasks).
+
+  parallel: majority vote over K first attempts. sequential: K/2 first attempts each
+  followed by its self-correction, majority vote over the K/2 corrected answers.
+  """
+  from score_jax.rewards.math_grader import extract_answer, normalize_answer
+  if k < 2 or k % 2:
+    raise ValueError(f"sc_samples={k}: must be an even number >= 2")
+  key = jax.random.key(1) if key is None else key
+  mode = "gsm8k" if getattr(env, "kind", "math") == "gsm8k" else "math"
+  out = {}
+  for name, n, turns in (("parallel", k, 1), ("sequential", k // 2, 2)):
+    cfg = dataclasses.replace(sampler_cfg, num_samples=n, greedy=False,
+                              turn_budgets=tuple(sampler_cfg.turn_budgets)[:turns])
+    sampler = sampler_lib.Sampler(model, cfg)
+    final = sample_and_score(sampler, params, env, tasks, batch_size, key)[-1]
+    correct = []
+    for i in range(len(tasks)):
+      texts = final.texts[i * n:(i + 1) * n]
+      answers = [extract_answer(t, mode) for t in texts]
+      answers = [normalize_answer(a) if a else None for a in answers]
+      j = _majority(answers)
+      correct.append(0.0 if j is None else float(final.rewards[i * n + j]))
+    out[f"majority_at_{k}_{name}"] = float(np.mean(correct))
+  return out
+
+
+def write_results(workdir: str, dataset: str, split: str, result: EvalResult,
+                  extra: dict[str, float] | None = None, name: str = "policy") -> str:
+  """<workdir>/eval/<dataset>_<split>.{json,jsonl,md}, atomically (tmp + rename)."""
+  d = os.path.join(workdir, "eval")
+  os.makedirs(d, exist_ok=True)
+  base = os.path.join(d, f"{dataset}_{split}")
+  summary = dict(result.metrics, **(extra or {}))
+
+  def put(path, text):
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
+
+  put(base + ".json", json.dumps(summary, indent=2) + "\n")
+  put(base + ".jsonl", "".join(json.dumps(r) + "\n" for r in result.records))
+  put(base + ".md", metrics_lib.format_table({name: result.metrics}) + "\n")
+  return base + ".json"
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  from flax import nnx
+
+  from score_jax import config_lib, environments, sharding
+  from score_jax.checkpoints import state as ckpt_lib
+  FLAGS = flags.FLAGS
+  config = FLAGS.config
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  config_lib.validate(config)
+  if FLAGS.checkpoint_dir and not os.path.isdir(FLAGS.checkpoint_dir):
+    raise FileNotFoundError(f"--checkpoint_dir={FLAGS.checkpoint_dir!r} does not exist")
+  env = environments.from_config(config)  # reads tasks: bad paths fail before the model
+  tasks = env.eval_tasks(FLAGS.num_problems or config.task.num_eval or 10**9)
+  if not tasks:
+    raise ValueError(f"no evaluation tasks in split {config.task.eval_split!r}")
+  model = environments.load_policy(config, env)
+  graphdef, params = nnx.split(model)
+  if FLAGS.checkpoint_dir:
+    ckpt = ckpt_lib.Checkpointer(FLAGS.checkpoint_dir)
+    tree, _ = ckpt.restore()
+    nnx.update(model, tree["params"])
+    params = nnx.state(model)
+  s = config.sampler
+  cfg = sampler_lib.SamplerConfig(
+      prompt_buckets=tuple(s.prompt_buckets), turn_budgets=tuple(s.turn_budgets)[:2],
+      instruction_len=s.instruction_len, greedy=True, stop_ids=tuple(env.stop_ids),
+      pad_id=env.pad_id, temperature=FLAGS.sc_temperature)
+  sampler = sampler_lib.Sampler(model, cfg)
+  bs = FLAGS.batch_size or config.batch_size
+  result = evaluate_two_turns(sampler, params, env, tasks, batch_size=bs)
+  extra = {}
+  if FLAGS.sc_samples:
+    extra = compute_scaling(params, env, tasks, model, cfg, FLAGS.sc_samples, batch_size=bs)
+  path = write_results(FLAGS.workdir, config.task.name, config.task.eval_split, result, extra)
+  print(metrics_lib.format_table({"policy": result.metrics}))
+  if extra:
+    print(json.dumps(extra, indent=2))
+  print(f"wrote {path}")
+
+
+def _define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Output directory; results go to <workdir>/eval/.")
+  flags.DEFINE_string("checkpoint_dir", "", "A score_jax training checkpoint directory; "
+                      "default: the model that config.model names.")
+  flags.DEFINE_integer("num_problems", 0, "Evaluate the first N held-out problems (0: "
+                       "config.task.num_eval).")
+  flags.DEFINE_integer("batch_size", 0, "Problems per sampler call (0: config.batch_size).")
+  flags.DEFINE_integer("sc_samples", 0, "K for the self-consistency comparison (0: off).")
+  flags.DEFINE_float("sc_temperature", 0.7, "Sampling temperature of that comparison.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+if __name__ == "__main__":
+  from absl import app
+  _define_flags()
+  app.run(main)

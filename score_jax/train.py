@@ -1,0 +1,400 @@
+r"""SCoRe training: rollout -> reference log-probs -> rewards -> sharded REINFORCE/KL step.
+
+  python -m score_jax.train --config=configs/embedded.py --workdir=/tmp/score
+  python -m score_jax.train --config=configs/gemma_math.py --workdir=gs://bucket/run \
+      --config.loss.alpha=5
+
+Each step: the policy samples two attempts per problem in one compiled program; while the
+device computes the frozen reference's log-probs of those attempts, the host scores them;
+then one jitted, sharded, donated train step re-scores them under the policy and applies
+Adam. Stages run in order (`config.stages`, `config.stage_steps`); checkpoints hold params,
+optimizer state, step, PRNG key and data position, so rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from score_jax import config_lib, environments, losses, metrics as metrics_lib, sharding
+from score_jax import sampler as sampler_lib
+from score_jax.checkpoints import state as ckpt_lib
+from score_jax.evaluate import evaluate_two_turns
+from score_jax.model import Transformer
+from score_jax.rollout import collect_async
+
+logger = logging.getLogger(__name__)
+
+
+class TrainState(flax.struct.PyTreeNode):
+  params: Any  # nnx.State of the policy
+  opt_state: Any
+  step: jax.Array
+
+
+def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam (the paper's optimiser) with linear warm-up and global-norm clipping."""
+  schedule = optax.join_schedules(
+      [optax.linear_schedule(0.0, optim.learning_rate, max(int(optim.warmup_steps), 1)),
+       optax.constant_schedule(optim.learning_rate)], [max(int(optim.warmup_steps), 1)])
+  parts = []
+  if optim.grad_clip:
+    parts.append(optax.clip_by_global_norm(optim.grad_clip))
+  parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
+                           weight_decay=optim.weight_decay))
+  return optax.chain(*parts)
+
+
+def loss_config(config, stage: str) -> losses.LossConfig:
+  c = config.loss
+  return losses.LossConfig(stage=stage, alpha=c.alpha if stage != "single_turn" else 0.0,
+                           beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
+                           baseline=c.baseline, num_samples=config.sampler.num_samples,
+                           aggregation=c.aggregation)
+
+
+def _loss_inputs(logp, ref_logp, batch):
+  masks = batch["turn_masks"]
+  r = batch["rewards"]
+  two = masks.shape[0] > 1
+  return dict(logp1=logp, logp2=logp if two else None, ref_logp1=ref_logp,
+              ref_logp2=ref_logp if two else None, mask1=masks[0],
+              mask2=masks[1] if two else None, r1=r[0], r2=r[1] if two else None)
+
+
+def make_train_step(graphdef, optimizer, loss_cfg: losses.LossConfig, temperature: float,
+                    num_micro: int):
+  """The pure step: (state, batch) -> (state, metrics); gradients summed over micro-batches
+  as (sum, count) so accumulation equals the full-batch gradient."""
+
+  def micro_loss(params, mb):
+    model = nnx.merge(graphdef, params)
+    logp = sampler_lib.sequence_logprobs(model, mb["tokens"], mb["input_mask"], temperature)
+    loss_sum, count, aux = losses.score_loss(_loss_inputs(logp, mb["ref_logprobs"], mb),
+                                             loss_cfg)
+    return loss_sum, (count, aux)
+
+  grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+  def split(x, axis):  # [.., R, ..] -> [M, .., R/M, ..]
+    x = jnp.moveaxis(x, axis, 0)
+    x = x.reshape((num_micro, x.shape[0] // num_micro) + x.shape[1:])
+    return jnp.moveaxis(x, 1, axis + 1)
+
+  def step(state: TrainState, batch):
+    micro = {k: split(v, 1 if k in ("turn_masks", "rewards") else 0) for k, v in batch.items()}
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+
+    def body(carry, mb):
+      g_acc, loss_acc, count_acc = carry
+      (loss_sum, (count, aux)), g = grad_fn(state.params, mb)
+      return (jax.tree.map(jnp.add, g_acc, g), loss_acc + loss_sum, count_acc + count), aux
+
+    (grads, loss_sum, count), aux = jax.lax.scan(
+        body, (zeros, jnp.float32(0), jnp.float32(0)), micro)
+    denom = jnp.maximum(count, 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    out = {k: jnp.mean(v) for k, v in aux.items()}
+    out.update(loss=loss_sum / denom, grad_norm=optax.global_norm(grads),
+               param_norm=optax.global_norm(params))
+    return TrainState(params=params, opt_state=opt_state, step=state.step + 1), out
+
+  return step
+
+
+def make_logprob_fn(graphdef, temperature: float):
+  def fn(params, tokens, input_mask):
+    model = nnx.merge(graphdef, params)
+    return sampler_lib.sequence_logprobs(model, tokens, input_mask, temperature)
+  return fn
+
+
+def stage_at(config, step: int) -> str:
+  """Which stage a global step belongs to."""
+  total = 0
+  for stage, n in zip(config.stages, config.stage_steps):
+    total += int(n)
+    if step < total:
+      return stage
+  return config.stages[-1]
+
+
+class MetricWriter:
+  """metrics.jsonl + TensorBoard event files (process 0 only) + a console progress line."""
+
+  def __init__(self, workdir: str, total_steps: int, enabled: bool = True):
+    self.enabled = enabled
+    self.total = total_steps
+    self._tb = None
+    self._t0 = time.time()
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+      except ImportError:  # pragma: no cover - optional
+        logger.warning("tensorboardX not installed; writing metrics.jsonl only")
+
+  def write(self, step: int, scalars: dict[str, float], prefix: str = "train"):
+    if not self.enabled:
+      return
+    rec = {"step": step, "split": prefix, **{k: float(v) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(rec) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(f"{prefix}/{k}", float(v), step)
+
+  def progress(self, step: int, scalars: dict[str, float]):
+    if not self.enabled:
+      return
+    done = step + 1
+    frac = done / max(self.total, 1)
+    bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+    eta = (time.time() - self._t0) / max(done, 1) * (self.total - done)
+    shown = " ".join(f"{k}={scalars[k]:.3f}" for k in
+                     ("acc_t1", "acc_t2", "delta_t1_t2", "kl_t1", "kl_t2") if k in scalars)
+    print(f"\r[{bar}] {done}/{self.total} {scalars.get('stage', '')} {shown} "
+          f"eta {eta:.0f}s", end="\n" if done == self.total else "", flush=True,
+          file=sys.stderr)
+
+  def close(self):
+    if self.enabled:
+      self._jsonl.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+def _sampler_config(config, env, greedy: bool = False, turns: int = 2) -> sampler_lib.SamplerConfig:
+  s = config.sampler
+  return sampler_lib.SamplerConfig(
+      prompt_buckets=tuple(s.prompt_buckets), turn_budgets=tuple(s.turn_budgets)[:turns],
+      instruction_len=s.instruction_len, num_samples=1 if greedy else s.num_samples,
+      temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, greedy=greedy,
+      stop_ids=tuple(env.stop_ids), pad_id=env.pad_id)
+
+
+def step_metrics(scores, rollout, out, tokens_per_s: float | None = None) -> dict[str, float]:
+  """Per-step training metrics from the host-side scores and the sampled attempts."""
+  m: dict[str, float] = {}
+  r = [np.asarray(s.rewards) for s in scores]
+  if len(r) > 1:
+    two = metrics_lib.two_turn_metrics(r[0], r[1])
+    m.update(acc_t1=two["accuracy_t1"], acc_t2=two["accuracy_t2"],
+             delta_t1_t2=two["delta_t1_t2"], delta_i_to_c=two["delta_i_to_c"],
+             delta_c_to_i=two["delta_c_to_i"])
+  else:
+    m.update(acc_t1=float(r[0].mean()))
+  for t, turn in enumerate(out.turns, 1):
+    mask = np.asarray(turn.mask)
+    lens = mask.sum(-1)
+    m[f"len_t{t}"] = float(lens.mean())
+    m[f"entropy_t{t}"] = float(-(np.asarray(turn.logprobs_raw) * mask).sum() /
+                               max(mask.sum(), 1))
+  if len(out.turns) > 1:
+    t1, t2 = (np.asarray(t.tokens) for t in out.turns[:2])
+    m1, m2 = (np.asarray(t.mask) for t in out.turns[:2])
+    m["edit_distance"] = float(np.mean([
+        metrics_lib.normalized_edit_distance(a[x], b[y]) for a, x, b, y in zip(t1, m1, t2, m2)]))
+  if tokens_per_s is not None:
+    m["tokens_per_s"] = tokens_per_s
+  return m
+
+
+class Trainer:
+  """Owns the mesh, the policy/reference parameters, the compiled programs and the loop."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               env: environments.Environment | None = None):
+    config_lib.validate(config, jax.device_count())
+    self.config = config
+    self.workdir = workdir
+    self.is_main = jax.process_index() == 0
+    devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
+    self.mesh = sharding.make_mesh({a: int(config.mesh[a]) for a in ("data", "fsdp", "tensor")},
+                                   devices)
+    self.env = env or environments.from_config(config)
+    model = environments.load_policy(config, self.env)
+    sharding.shard_model(model, self.mesh)
+    self.graphdef, params = nnx.split(model)
+    self.param_sh = sharding.model_shardings(params, self.mesh)
+    # The frozen reference: the same initial weights, never seen by the optimiser.
+    self.ref_params = jax.tree.map(jnp.copy, params)
+    self.optimizer = make_optimizer(config.optim)
+    opt_state = jax.jit(self.optimizer.init)(params)
+    self.opt_sh = sharding.tree_shardings_like(opt_state, self.param_sh, self.mesh)
+    self.state = TrainState(params=params, opt_state=opt_state, step=jnp.int32(0))
+    self.state_sh = TrainState(params=self.param_sh, opt_state=self.opt_sh,
+                               step=sharding.replicated(self.mesh))
+    self.single_turn = tuple(config.stages) == ("single_turn",)
+    turns = 1 if self.single_turn else 2
+    self.sampler = sampler_lib.Sampler(model, _sampler_config(config, self.env, turns=turns),
+                                       mesh=self.mesh)
+    self.eval_sampler = sampler_lib.Sampler(
+        model, _sampler_config(config, self.env, greedy=True), mesh=self.mesh)
+    rows = config.batch_size * config.sampler.num_samples
+    self.num_micro = rows // config.micro_batch_size if config.micro_batch_size else 1
+    batch_sh = sharding.batch_sharding(self.mesh, 2)
+    self._batch_sh = batch_sh
+    self._steps: dict[str, Callable] = {}
+    self._logprobs = jax.jit(make_logprob_fn(self.graphdef, config.sampler.temperature),
+                             out_shardings=batch_sh)
+    self.total_steps = int(sum(config.stage_steps))
+    self.key = jax.random.key(config.seed)
+    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                      max_to_keep=max(config.keep_checkpoints, 2),
+                                      async_save=config.async_checkpoints)
+    self.train_tasks = self.env.train_batches(config.batch_size, config.seed)
+    self.eval_tasks = self.env.eval_tasks(config.task.num_eval) if config.task.num_eval else []
+
+  def _train_step(self, stage: str):
+    if stage not in self._steps:
+      step = make_train_step(self.graphdef, self.optimizer, loss_config(self.config, stage),
+                             self.config.sampler.temperature, self.num_micro)
+      self._steps[stage] = jax.jit(step, in_shardings=(self.state_sh, None),
+                                   out_shardings=(self.state_sh, None), donate_argnums=(0,))
+    return self._steps[stage]
+
+  # -- checkpoints -----------------------------------------------------------------------------
+
+  def _ckpt_tree(self):
+    return {"params": self.state.params, "opt_state": self.state.opt_state,
+            "step": self.state.step, "rng": self.key}
+
+  def save(self, force: bool = False):
+    step = int(self.state.step)
+    self.ckpt.save(step, self._ckpt_tree(),
+                   metadata={"stage": stage_at(self.config, max(step - 1, 0)),
+                             "data_position": step}, force=force)
+
+  def maybe_restore(self) -> bool:
+    if self.ckpt.latest_step() is None:
+      return False
+    target = ckpt_lib.abstract_target(
+        self._ckpt_tree(), {"params": self.param_sh, "opt_state": self.opt_sh,
+                            "step": sharding.replicated(self.mesh),
+                            "rng": sharding.replicated(self.mesh)})
+    tree, meta = self.ckpt.restore(target=target)
+    self.state = TrainState(params=tree["params"], opt_state=tree["opt_state"],
+                            step=tree["step"])
+    self.key = tree["rng"]
+    logger.info("resumed from step %d (stage %s)", int(self.state.step), meta.get("stage"))
+    return True
+
+  # -- the loop --------------------------------------------------------------------------------
+
+  def train_step(self, step: int) -> dict[str, float]:
+    """One rollout + update at global `step`; returns host metrics."""
+    stage = stage_at(self.config, step)
+    tasks = self.train_tasks(step)
+    key = jax.random.fold_in(self.key, step)
+    t0 = time.perf_counter()
+    pending = collect_async(self.sampler, self.state.params, self.env, tasks, key)
+    # Device: reference log-probs of the attempts, dispatched before host scoring.
+    ref_logprobs = self._logprobs(self.ref_params, pending.tokens, pending.input_mask)
+    out = pending.out
+    jax.block_until_ready(out.turns[-1].tokens)
+    t_sample = time.perf_counter() - t0
+    scores = pending.score()  # host, overlaps with the reference forward
+    t_reward = time.perf_counter() - t0 - t_sample
+    batch = {"tokens": pending.tokens, "input_mask": pending.input_mask,
+             "turn_masks": pending.turn_masks,
+             "rewards": jnp.asarray(np.stack([s.rewards for s in scores]), jnp.float32),
+             "ref_logprobs": ref_logprobs}
+    t1 = time.perf_counter()
+    self.state, aux = self._train_step(stage)(self.state, batch)
+    aux = jax.device_get(aux)
+    t_step = time.perf_counter() - t1
+    gen_tokens = sum(int(np.asarray(t.mask).sum()) for t in out.turns)
+    m = step_metrics(scores, None, out, gen_tokens / max(t_sample, 1e-9))
+    m.update({k: float(v) for k, v in aux.items()})
+    m.update(time_sample=t_sample, time_reward=t_reward, time_step=t_step,
+             stage_index=float(list(self.config.stages).index(stage)))
+    m["stage"] = stage
+    return m
+
+  def evaluate(self, step: int, tasks=None):
+    tasks = self.eval_tasks if tasks is None else tasks
+    if not tasks:
+      return None
+    return evaluate_two_turns(self.eval_sampler, self.state.params, self.env, tasks,
+                              batch_size=self.config.batch_size)
+
+  def run(self) -> dict[str, Any]:
+    resumed = self.maybe_restore()
+    writer = MetricWriter(self.workdir, self.total_steps, enabled=self.is_main)
+    start = int(self.state.step)
+    if self.is_main:
+      logger.info("%s at step %d of %d", "resuming" if resumed else "starting", start,
+                  self.total_steps)
+    last_eval = None
+    try:
+      for step in range(start, self.total_steps):
+        m = self.train_step(step)
+        stage = m.pop("stage")
+        if self.config.log_every and (step % self.config.log_every == 0
+                                      or step == self.total_steps - 1):
+          writer.write(step, m)
+        writer.progress(step, {**m, "stage": stage})
+        done = step + 1
+        if self.config.checkpoint_every and done % self.config.checkpoint_every == 0:
+          self.save()
+        if self.config.eval_every and done % self.config.eval_every == 0 and self.eval_tasks:
+          last_eval = self.evaluate(done)
+          writer.write(done, last_eval.metrics, prefix="eval")
+      if self.eval_tasks and (last_eval is None or self.config.eval_every == 0
+                              or self.total_steps % self.config.eval_every):
+        last_eval = self.evaluate(self.total_steps)
+        writer.write(self.total_steps, last_eval.metrics, prefix="eval")
+      if int(self.state.step) != start or self.ckpt.latest_step() != int(self.state.step):
+        self.save(force=True)
+    finally:
+      self.ckpt.wait()
+      writer.close()
+    return {"final_eval": last_eval.metrics if last_eval else None,
+            "step": int(self.state.step)}
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  from ml_collections import config_flags  # noqa: F401 (flags registered below)
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir
+  sharding.maybe_initialize_distributed(config.distributed)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  trainer = Trainer(config, workdir)
+  result = trainer.run()
+  if trainer.is_main and result["final_eval"]:
+    print(metrics_lib.format_table({"policy": result["final_eval"]}))
+
+
+def _define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Output directory (checkpoints, metrics, report).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+if __name__ == "__main__":
+  from absl import app
+  _define_flags()
+  app.run(main)
