@@ -212,7 +212,7 @@ def load_policy(config: ml_collections.ConfigDict, env: Environment):
 class ToyEnvironment(Environment):
   """A token-level task with no tokenizer, for smoke runs and tests of the RL machinery.
 
-  Prompt: [BOS, x, y]; an attempt is correct iff its first token has the parity of x and is
+  Prompt: [BOS, y, x]; an attempt is correct iff its first token has the parity of x and is
   not a special token. A random policy starts near 1/2; learning it needs the prompt.
   """
 
@@ -230,7 +230,7 @@ class ToyEnvironment(Environment):
     return [{"id": f"{a}-{b}", "x": int(a), "y": int(b)} for a, b in xy]
 
   def prompt_tokens(self, tasks):
-    return [[self.BOS, t["x"], t["y"]] for t in tasks]
+    return [[self.BOS, t["y"], t["x"]] for t in tasks]
 
   def instruction_tokens(self):
     return self._instruction

@@ -63,6 +63,9 @@ class Pending:
     return [self.env.score(self.row_tasks, ids) for ids in turn_token_lists(self.out)]
 
 
+_assemble = jax.jit(sampler_lib.assemble_sequences, static_argnames=("pad_id",))
+
+
 def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any],
                   key: Array) -> Pending:
   """Samples every turn for `tasks`; rows are task-major (task i -> rows i*n .. i*n+n-1)."""
@@ -72,7 +75,7 @@ def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any
   prompts, lens = pad_prompts(prompt_ids, bucket, env.pad_id)
   instr = np.asarray(env.instruction_tokens(), np.int32)
   out = sampler(params, prompts, lens, instr if cfg.num_turns > 1 else None, None, key)
-  seq, valid, turn_masks = sampler_lib.assemble_sequences(out, prompts, instr, env.pad_id)
+  seq, valid, turn_masks = _assemble(out, prompts, instr, env.pad_id)
   row_tasks = [t for t in tasks for _ in range(cfg.num_samples)]
   return Pending(env=env, row_tasks=row_tasks, out=out, tokens=seq, input_mask=valid,
                  turn_masks=turn_masks)

@@ -67,28 +67,25 @@ def loss_config(config, stage: str) -> losses.LossConfig:
                            aggregation=c.aggregation)
 
 
-def _loss_inputs(logp, ref_logp, batch):
-  masks = batch["turn_masks"]
-  r = batch["rewards"]
-  two = masks.shape[0] > 1
-  return dict(logp1=logp, logp2=logp if two else None, ref_logp1=ref_logp,
-              ref_logp2=ref_logp if two else None, mask1=masks[0],
-              mask2=masks[1] if two else None, r1=r[0], r2=r[1] if two else None)
-
-
 def make_train_step(graphdef, optimizer, loss_cfg: losses.LossConfig, temperature: float,
                     num_micro: int):
-  """The pure step: (state, batch) -> (state, metrics); gradients summed over micro-batches
-  as (sum, count) so accumulation equals the full-batch gradient."""
+  """The pure step (state, batch) -> (state, metrics).
+
+  batch: tokens/input_mask/ref_logprobs [R, L], turn_masks [T, R, L], rewards [T, R].
+  Advantages are computed once over the whole batch (baselines see every group); the
+  gradient of each micro-batch's loss *sum* is accumulated and divided by the total count,
+  so accumulation equals the full-batch gradient exactly."""
 
   def micro_loss(params, mb):
     model = nnx.merge(graphdef, params)
     logp = sampler_lib.sequence_logprobs(model, mb["tokens"], mb["input_mask"], temperature)
-    loss_sum, count, aux = losses.score_loss(_loss_inputs(logp, mb["ref_logprobs"], mb),
-                                             loss_cfg)
-    return loss_sum, (count, aux)
+    loss_sum, count, sums = losses.policy_loss(logp, mb["ref_logprobs"], mb["turn_masks"],
+                                               mb["advantages"], loss_cfg)
+    return loss_sum, (count, sums)
 
   grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+  row_axis = {"tokens": 0, "input_mask": 0, "ref_logprobs": 0, "turn_masks": 1,
+              "advantages": 1}
 
   def split(x, axis):  # [.., R, ..] -> [M, .., R/M, ..]
     x = jnp.moveaxis(x, axis, 0)
@@ -96,23 +93,35 @@ def make_train_step(graphdef, optimizer, loss_cfg: losses.LossConfig, temperatur
     return jnp.moveaxis(x, 1, axis + 1)
 
   def step(state: TrainState, batch):
-    micro = {k: split(v, 1 if k in ("turn_masks", "rewards") else 0) for k, v in batch.items()}
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    adv = losses.turn_advantages(batch["rewards"], loss_cfg)
+    full = {k: batch[k] for k in row_axis if k != "advantages"}
+    full["advantages"] = adv
+    micro = {k: split(v, row_axis[k]) for k, v in full.items()}
+
+    def grads_and_sums(mb):
+      (loss_sum, (count, sums)), g = grad_fn(state.params, mb)
+      return g, loss_sum, count, sums
 
     def body(carry, mb):
-      g_acc, loss_acc, count_acc = carry
-      (loss_sum, (count, aux)), g = grad_fn(state.params, mb)
-      return (jax.tree.map(jnp.add, g_acc, g), loss_acc + loss_sum, count_acc + count), aux
+      return jax.tree.map(jnp.add, carry, grads_and_sums(mb)), None
 
-    (grads, loss_sum, count), aux = jax.lax.scan(
-        body, (zeros, jnp.float32(0), jnp.float32(0)), micro)
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                         jax.eval_shape(grads_and_sums, first))
+    (grads, loss_sum, count, sums), _ = jax.lax.scan(body, zeros, micro)
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    out = {k: jnp.mean(v) for k, v in aux.items()}
-    out.update(loss=loss_sum / denom, grad_norm=optax.global_norm(grads),
-               param_norm=optax.global_norm(params))
+    out = losses.finalize_metrics(sums)
+    r = batch["rewards"].astype(jnp.float32)
+    for t in range(loss_cfg.num_turns):
+      out[f"reward_t{t + 1}"] = jnp.mean(r[t])
+      out[f"adv_abs_t{t + 1}"] = jnp.mean(jnp.abs(adv[t]))
+    if loss_cfg.num_turns > 1:
+      out["shaped_reward_t2"] = jnp.mean(losses.shaped_rewards(r, loss_cfg)[1])
+    out.update(loss=loss_sum / denom, grad_norm=optax.tree.norm(grads),
+               param_norm=optax.tree.norm(params))
     return TrainState(params=params, opt_state=opt_state, step=state.step + 1), out
 
   return step
@@ -238,11 +247,14 @@ class Trainer:
     # The frozen reference: the same initial weights, never seen by the optimiser.
     self.ref_params = jax.tree.map(jnp.copy, params)
     self.optimizer = make_optimizer(config.optim)
-    opt_state = jax.jit(self.optimizer.init)(params)
-    self.opt_sh = sharding.tree_shardings_like(opt_state, self.param_sh, self.mesh)
-    self.state = TrainState(params=params, opt_state=opt_state, step=jnp.int32(0))
+    self.opt_sh = sharding.tree_shardings_like(jax.eval_shape(self.optimizer.init, params),
+                                               self.param_sh, self.mesh)
+    opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_sh)(params)
     self.state_sh = TrainState(params=self.param_sh, opt_state=self.opt_sh,
                                step=sharding.replicated(self.mesh))
+    # Everything on its final sharding up front, so the step compiles once.
+    self.state = jax.device_put(TrainState(params=params, opt_state=opt_state,
+                                           step=jnp.int32(0)), self.state_sh)
     self.single_turn = tuple(config.stages) == ("single_turn",)
     turns = 1 if self.single_turn else 2
     self.sampler = sampler_lib.Sampler(model, _sampler_config(config, self.env, turns=turns),

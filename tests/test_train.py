@@ -33,16 +33,18 @@ def _config(**kw):
 
 
 def test_stage2_steps_raise_the_reward(tmp_path):
-  c = _config(stages=("stage2",), stage_steps=(16,), task__num_eval=64, checkpoint_every=0,
-              optim__learning_rate=1e-2)
+  # The toy rule (first token's parity = the last prompt token's) is learnable only from
+  # the reward; alpha=1 keeps the shaped turn-2 signal on the scale of 40 steps.
+  c = _config(stages=("stage2",), stage_steps=(40,), task__num_eval=64, checkpoint_every=0,
+              batch_size=32, loss__alpha=1.0)
   trainer = Trainer(c, str(tmp_path))
   before = trainer.evaluate(0).metrics
-  history = [trainer.train_step(s) for s in range(16)]
-  after = trainer.evaluate(16).metrics
-  first = np.mean([h["acc_t1"] + h["acc_t2"] for h in history[:3]]) / 2
-  last = np.mean([h["acc_t1"] + h["acc_t2"] for h in history[-3:]]) / 2
-  assert last > first + 0.2, (first, last)
-  assert after["accuracy_t1"] > before["accuracy_t1"] + 0.2, (before, after)
+  history = [trainer.train_step(s) for s in range(40)]
+  after = trainer.evaluate(40).metrics
+  reward = [(h["acc_t1"] + h["acc_t2"]) / 2 for h in history]
+  assert np.mean(reward[-5:]) > np.mean(reward[:5]) + 0.15, reward
+  mean_acc = lambda m: (m["accuracy_t1"] + m["accuracy_t2"]) / 2
+  assert mean_acc(after) > mean_acc(before) + 0.15, (before, after)
   assert np.isfinite([h["loss"] for h in history]).all()
 
 
