@@ -69,15 +69,19 @@ def evaluate_two_turns(sampler: sampler_lib.Sampler, params, env, tasks: Sequenc
   turns = sample_and_score(sampler, params, env, tasks, batch_size, key)
   r1, r2 = turns[0].rewards, turns[-1].rewards
   m = metrics_lib.two_turn_metrics(r1, r2)
+  n = sampler.cfg.num_samples
   records = []
-  for i, task in enumerate(tasks):
-    records.append({
-        "id": getattr(task, "id", str(i)),
-        "attempts": [t.texts[i] for t in turns],
-        "rewards": [float(t.rewards[i]) for t in turns],
-        "reasons": [t.reasons[i] for t in turns],
-    })
-  return EvalResult(metrics={k: float(v) for k, v in m.items()}, records=records)
+  for row in range(len(r1)):  # task-major rows: row i*n + j is sample j of task i
+    i = row // n
+    rec = {"id": getattr(tasks[i], "id", str(i))}
+    if n > 1:
+      rec["sample"] = row % n
+    rec.update(attempts=[t.texts[row] for t in turns],
+               rewards=[float(t.rewards[row]) for t in turns],
+               reasons=[t.reasons[row] for t in turns])
+    records.append(rec)
+  return EvalResult(metrics={k: int(v) if k == "n" else float(v) for k, v in m.items()},
+                    records=records)
 
 
 def _majority(answers: Sequence[str | None]) -> int | None:
@@ -89,6 +93,14 @@ def _majority(answers: Sequence[str | None]) -> int | None:
   return answers.index(best)
 
 
+def _check_scaling_args(k: int, kind: str) -> None:
+  if k < 2 or k % 2:
+    raise ValueError(f"sc_samples={k}: must be an even number >= 2")
+  if kind == "code":
+    raise ValueError("sc_samples: the self-consistency comparison votes over final answers; "
+                     "it is defined for math tasks only, not code")
+
+
 def compute_scaling(params, env, tasks, model, sampler_cfg: sampler_lib.SamplerConfig,
                     k: int, *, batch_size: int, key=None) -> dict[str, float]:
   """The paper's inference-compute comparison at K samples (math tasks).
@@ -97,8 +109,7 @@ def compute_scaling(params, env, tasks, model, sampler_cfg: sampler_lib.SamplerC
   followed by its self-correction, majority vote over the K/2 corrected answers.
   """
   from score_jax.rewards.math_grader import extract_answer, normalize_answer
-  if k < 2 or k % 2:
-    raise ValueError(f"sc_samples={k}: must be an even number >= 2")
+  _check_scaling_args(k, getattr(env, "kind", "math"))
   key = jax.random.key(1) if key is None else key
   mode = "gsm8k" if getattr(env, "kind", "math") == "gsm8k" else "math"
   out = {}
@@ -154,6 +165,8 @@ def main(argv):
   tasks = env.eval_tasks(FLAGS.num_problems or config.task.num_eval or 10**9)
   if not tasks:
     raise ValueError(f"no evaluation tasks in split {config.task.eval_split!r}")
+  if FLAGS.sc_samples:
+    _check_scaling_args(FLAGS.sc_samples, getattr(env, "kind", "math"))
   model = environments.load_policy(config, env)
   graphdef, params = nnx.split(model)
   if FLAGS.checkpoint_dir:

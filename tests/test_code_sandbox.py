@@ -1,11 +1,19 @@
 """Code sandbox: HumanEval canonical solutions pass, broken ones fail, hostile
 programs get reward 0 with the right reason and leave the host untouched."""
 
+import errno
+import glob
+import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import statistics
+import subprocess
+import sys
+import tempfile
+import time
 
 import pytest
 
@@ -144,6 +152,7 @@ def test_hostile_programs(host_fixtures):
         pytest.skip("bubblewrap is not usable here; hostile programs need its isolation")
     fields, listener = host_fixtures
     before_children = _descendants(os.getpid())
+    host_tmp_before = set(glob.glob("/tmp/f[0-9]*"))
     names = list(HOSTILE)
     runs = sandbox.run([HOSTILE[n][0].format(**fields) for n in names])
 
@@ -160,6 +169,7 @@ def test_hostile_programs(host_fixtures):
     assert not os.path.exists(fields["target_path"])
     assert sorted(os.listdir(fields["host_dir"])) == ["keep.txt"]
     assert not os.path.exists("/usr/pwned")
+    assert set(glob.glob("/tmp/f[0-9]*")) == host_tmp_before  # fill_disk hit a private /tmp
     with pytest.raises(BlockingIOError):
         listener.accept()
     # No process left behind: none of ours, none running as a sandbox uid.
@@ -168,13 +178,17 @@ def test_hostile_programs(host_fixtures):
     os.kill(os.getpid(), 0)  # and we are alive
 
 
-def test_fallback_without_bwrap(problems, caplog):
+def test_fallback_without_bwrap(problems, caplog, host_fixtures):
     sandbox = cs.CodeSandbox(cs.SandboxConfig(timeout_s=1.5, memory_mb=256, workers=2),
                              use_bwrap=False)
     with caplog.at_level(logging.WARNING, logger=cs.__name__):
         assert not sandbox.uses_bwrap
-    assert any("falls back" in r.getMessage() and "Missing" in r.getMessage()
-               for r in caplog.records)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("falls back" in m and "Missing" in m for m in warnings), warnings
+    msg = next(m for m in warnings if "falls back" in m)
+    assert "disabled by config" in msg and "rlimits" in msg and "wall-clock" in msg, msg
+    assert "private network namespace" in msg or "socket module is patched" in msg, msg
+    fields, listener = host_fixtures
     before_children = _descendants(os.getpid())
     good = [p["prompt"] + p["canonical_solution"] for p in problems[:4]]
     sources = [cs.compose_program(g, t) for g, t in zip(good, _tests(problems[:4]))]
@@ -184,13 +198,134 @@ def test_fallback_without_bwrap(problems, caplog):
         # A daemon that leaves the process group; the PID namespace (if any) or
         # the uid sweep must still end it.
         "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(5)\n",
+        HOSTILE["network_connect"][0].format(**fields),
     ]
     runs = sandbox.run(sources)
     assert [r.reason for r in runs[:4]] == [CORRECT] * 4
     assert [r.reason for r in runs[4:6]] == [TIMEOUT, MEMORY]
+    assert runs[7].reason == CRASH, runs[7].stderr[-300:]  # no network
+    with pytest.raises(BlockingIOError):
+        listener.accept()
     if "--pid" in sandbox._unshare or sandbox._drop_uid:
         assert _descendants(os.getpid()) <= before_children
         assert not _pids_with_uids({sandbox._uid(s) for s in range(2)} - {-1})
+
+
+def test_missing_bwrap_falls_back_and_says_so(monkeypatch, caplog):
+    """bwrap not on PATH: the default sandbox falls back with a warning that names the
+    cause and still enforces the limits; requiring bwrap is an error."""
+    real_which = shutil.which
+    monkeypatch.setattr(cs.shutil, "which",
+                        lambda name, *a, **k: None if name == "bwrap" else real_which(name, *a, **k))
+    sandbox = cs.CodeSandbox(cs.SandboxConfig(timeout_s=1.0, memory_mb=256, workers=2))
+    with caplog.at_level(logging.WARNING, logger=cs.__name__):
+        assert not sandbox.uses_bwrap
+    assert any("bwrap not found" in r.getMessage() and "apt-get install bubblewrap"
+               in r.getMessage() for r in caplog.records), caplog.text
+    runs = sandbox.run(["print('ok')\n", "while True:\n    pass\n", "x = bytearray(64 << 30)\n"])
+    assert [r.reason for r in runs] == [CORRECT, TIMEOUT, MEMORY]
+    with pytest.raises(RuntimeError, match="bwrap not found"):
+        cs.CodeSandbox(cs.SandboxConfig(use_bwrap=True, workers=1)).uses_bwrap
+
+
+def _raw_bwrap_works() -> bool:
+    """Whether bubblewrap itself can make namespaces here (independent of our sandbox)."""
+    args = ["--unshare-pid", "--unshare-net"] if os.geteuid() == 0 else ["--unshare-all"]
+    try:
+        return subprocess.run(["bwrap", *args, "--ro-bind", "/", "/", "--proc", "/proc",
+                               "--dev", "/dev", "/bin/true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+_OBSERVE = r"""
+import json, os, socket
+obs = dict(hostname=socket.gethostname(), pid=os.getpid(), cwd=os.getcwd(),
+           procs=[int(p) for p in os.listdir("/proc") if p.isdigit()],
+           ifaces=[n for _, n in socket.if_nameindex()], tmp=os.listdir("/tmp"),
+           env=sorted(os.environ), uid=os.getuid(),
+           visible=[p for p in {paths!r} if os.path.exists(p)])
+for path in ("/usr/pwned", "/etc/pwned", "/pwned"):
+    try:
+        open(path, "w")
+        obs[path] = "written"
+    except OSError as e:
+        obs[path] = e.errno
+with open("/tmp/scratch", "w") as f:
+    f.write("ok")
+obs["tmp_writable"] = open("/tmp/scratch").read() == "ok"
+print(json.dumps(obs))
+"""
+
+
+def test_bwrap_is_used_and_isolates(tmp_path):
+    """Where bubblewrap is installed and works, the sandbox uses it (so the hostile-program
+    test cannot silently skip) with: read-only root, private /tmp, no network, new PID
+    namespace, cleared env, hidden host files."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    if not _raw_bwrap_works():
+        pytest.skip("bubblewrap is installed but cannot create namespaces here")
+    sandbox = cs.CodeSandbox(cs.SandboxConfig(timeout_s=10.0, workers=1))
+    assert sandbox.uses_bwrap
+    with tempfile.NamedTemporaryFile(dir="/tmp", prefix="host-marker-") as marker:
+        hidden = [marker.name, str(tmp_path), os.getcwd(), os.path.abspath(__file__),
+                  os.path.expanduser("~/.bashrc")]
+        (run,) = sandbox.run([_OBSERVE.format(paths=hidden)])
+    assert run.passed, run.stderr[-500:]
+    obs = json.loads(run.stdout)
+    assert obs["hostname"] == "sandbox"
+    assert obs["pid"] <= 3 and len(obs["procs"]) <= 3, obs["procs"]  # own PID namespace
+    assert obs["ifaces"] == ["lo"]  # own network namespace, loopback only
+    assert obs["tmp"] == [] and obs["cwd"] == "/tmp" and obs["tmp_writable"]
+    assert obs["visible"] == []  # host /tmp, the repo, tmp dirs, $HOME: none visible
+    for path in ("/usr/pwned", "/etc/pwned", "/pwned"):
+        assert obs[path] in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT), obs
+        assert not os.path.exists(path)
+    assert set(obs["env"]) <= {"PATH", "HOME", "LANG", "PWD"}
+    if os.geteuid() == 0:
+        assert obs["uid"] >= cs._UID_BASE  # dropped to an unprivileged sandbox uid
+
+
+_KILLED_PARENT = r"""
+import sys
+from score_jax.rewards import code_sandbox as cs
+sb = cs.CodeSandbox(cs.SandboxConfig(timeout_s=120.0, workers=1, use_bwrap=True))
+sb.run(["import os, time\nif os.fork() == 0:\n    os.setsid()\ntime.sleep(120)\n"])
+"""
+
+
+def test_bwrap_dies_with_parent():
+    """SIGKILL of the process that runs the sandbox takes every sandboxed process with it."""
+    if shutil.which("bwrap") is None or not _raw_bwrap_works():
+        pytest.skip("bubblewrap is not usable here")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parent = subprocess.Popen([sys.executable, "-c", _KILLED_PARENT], cwd=repo,
+                              env=dict(os.environ, PYTHONPATH=repo))
+    try:
+        deadline = time.monotonic() + 30
+        tree: set[int] = set()
+        # bwrap -> its PID-namespace init -> the wrapper/program -> the forked child.
+        while time.monotonic() < deadline and len(tree) < 4:
+            time.sleep(0.05)
+            tree = _descendants(parent.pid)
+        assert len(tree) >= 4, tree
+    finally:
+        parent.kill()
+        parent.wait()
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(alive(p) for p in tree):
+        time.sleep(0.05)
+    assert not [p for p in tree if alive(p)]
 
 
 def test_module_level_run_tests():
