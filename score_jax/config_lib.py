@@ -27,6 +27,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.param_dtype = "float32"
   c.model.tokenizer = ""  # SentencePiece .model for 'random'/'hf' sources
   c.model.chat_template = ""  # '' = the model family's; or gemma/llama3/qwen2/plain
+  # model.source='embedded': the recipe of the tiny SFT base model (built once, cached in
+  # model.path or $SCORE_JAX_CACHE/embedded_base-<hash>; see score_jax.tasks.embedded).
+  c.model.base = ml_collections.ConfigDict(dict(
+      num_layers=2, embed_dim=128, num_heads=4, num_kv_heads=2, vocab_size=256, noise=0.3,
+      sft_steps=300, sft_batch_size=128, sft_learning_rate=3e-3, sft_seq_len=32, seed=0))
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "embedded"  # one of DATASETS
@@ -35,12 +40,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.task.eval_split = "test"
   c.task.eval_source = ""  # '' = task.source
   c.task.num_eval = 256  # held-out problems per periodic evaluation (0 = off)
+  # task.name='embedded': pair-sum problems (score_jax.tasks.pair_sum).
+  c.task.embedded = ml_collections.ConfigDict(dict(count=6, max_value=20))
 
   c.sampler = ml_collections.ConfigDict()
   c.sampler.temperature = 1.0
   c.sampler.top_k = 0
   c.sampler.top_p = 1.0
   c.sampler.num_samples = 4  # samples per prompt (the leave-one-out group)
+  c.sampler.followups = 1  # second attempts per first attempt (siblings share its cache)
   c.sampler.prompt_buckets = (256, 512)
   c.sampler.turn_budgets = (512, 512)
   c.sampler.instruction_len = 128
@@ -52,6 +60,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss.kl_estimator = "k3"
   c.loss.baseline = "loo"
   c.loss.aggregation = "token"
+  # Turn 2's baseline also removes the bonus's -alpha*r1 term (fixed before the second
+  # attempt starts): same expected gradient, far less variance (score_jax.losses).
+  c.loss.turn2_state_baseline = True
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-6
@@ -132,12 +143,17 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   turns = 1 if stages == ("single_turn",) else 2
   if len(c.sampler.turn_budgets) < turns:
     _bad("sampler.turn_budgets", tuple(c.sampler.turn_budgets), f"needs {turns} budgets")
-  rows = c.batch_size * c.sampler.num_samples
+  if c.sampler.followups < 1:
+    _bad("sampler.followups", c.sampler.followups, "must be at least 1")
+  if c.sampler.followups > 1 and turns < 2:
+    _bad("sampler.followups", c.sampler.followups, "needs two turns (single_turn has one)")
+  group = c.sampler.num_samples * (c.sampler.followups if turns > 1 else 1)
+  rows = c.batch_size * group
   if c.micro_batch_size:
-    if rows % c.micro_batch_size or c.micro_batch_size % c.sampler.num_samples:
+    if rows % c.micro_batch_size or c.micro_batch_size % group:
       _bad("micro_batch_size", c.micro_batch_size,
-           f"must divide the {rows} rows per step and be a multiple of "
-           f"sampler.num_samples={c.sampler.num_samples} (groups stay whole)")
+           f"must divide the {rows} rows per step and be a multiple of the {group} rows "
+           "of one prompt (sampler.num_samples x sampler.followups; groups stay whole)")
   mesh_sizes = {a: int(c.mesh[a]) for a in ("data", "fsdp", "tensor")}
   for a, v in mesh_sizes.items():
     if v == 0 or v < -1:

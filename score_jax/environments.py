@@ -166,6 +166,10 @@ def _check_task_sources(config) -> None:
   from score_jax.data import tasks as tasks_lib
   t = config.task
   tasks_lib.check_dataset_name(t.name)
+  if t.name != "humaneval" and not t.source and not (t.eval_source and not t.train_split):
+    # Only HumanEval has a built-in copy; the others read the user's files.
+    raise ValueError(f"config.task.source is empty: task.name={t.name!r} needs the dataset "
+                     f"file, e.g. --config.task.source=/path/to/{t.name}_test.jsonl")
   for what, path in (("task.source", t.source), ("task.eval_source", t.eval_source)):
     if path and not os.path.exists(path):
       raise FileNotFoundError(f"config.{what}={path!r}: no such file or directory")

@@ -8,7 +8,11 @@ Two steps, so that gradient accumulation over micro-batches is exact:
      stage2       turn 1: r1                                         turn 2: r2 + alpha (r2 - r1)
      single_turn  turn 1: r1
    minus a baseline over the same turn's rewards: 'none', 'mean' (batch mean) or 'loo'
-   (leave-one-out mean of the other samples of the same prompt; rows are prompt-major).
+   (leave-one-out mean of the other samples of the same prompt; rows are prompt-major;
+   with follow-up groups, a second attempt's leave-one-out group is its siblings, the
+   second attempts that share its first attempt).
+   With `turn2_state_baseline` (default), turn 2's baseline also holds the bonus's
+   -alpha * r1 term, which the second attempt cannot change (see `turn_advantages`).
 
 2. `policy_loss(logp, ref_logp, turn_masks, advantages, cfg)` (per micro-batch, under
    `jax.grad`): per token
@@ -54,7 +58,9 @@ class LossConfig:
   kl_estimator: str = "k3"
   baseline: str = "loo"
   num_samples: int = 4
+  num_followups: int = 1
   aggregation: str = "token"
+  turn2_state_baseline: bool = True
 
   def __post_init__(self):
     def bad(field, msg):
@@ -74,6 +80,8 @@ class LossConfig:
       bad("aggregation", f"expected one of {AGGREGATIONS}")
     if self.num_samples < 1 or (self.baseline == "loo" and self.num_samples < 2):
       bad("num_samples", "must be >= 1 (>= 2 for the leave-one-out baseline)")
+    if self.num_followups < 1 or (self.num_followups > 1 and self.num_turns < 2):
+      bad("num_followups", "must be >= 1, and 1 for single-turn RL")
 
   @property
   def num_turns(self) -> int:
@@ -98,16 +106,29 @@ def shaped_rewards(rewards: Array, cfg: LossConfig) -> Array:
   return jnp.stack([r1, r2 + cfg.alpha * (r2 - r1)])
 
 
-def baseline(r: Array, kind: str, num_samples: int) -> Array:
-  """Baseline of each row's reward r [R] (rows prompt-major, groups of `num_samples`)."""
+def baseline(r: Array, kind: str, group: int, block: int = 1) -> Array:
+  """Baseline of each row's reward r [R].
+
+  Rows come in groups of `group` (the samples of one prompt), made of blocks of `block`
+  rows that share one attempt (follow-up siblings repeat their first attempt's reward).
+  'loo' is the mean reward of the *other* blocks of the same group."""
   if kind == "none":
     return jnp.zeros_like(r)
   if kind == "mean":
     return jnp.broadcast_to(jnp.mean(r), r.shape)
   if kind == "loo":
-    g = r.reshape(-1, num_samples)
-    return ((g.sum(1, keepdims=True) - g) / (num_samples - 1)).reshape(r.shape)
+    g = r.reshape(-1, group // block, block)
+    others = g.sum((1, 2), keepdims=True) - g.sum(2, keepdims=True)
+    return jnp.broadcast_to(others / ((group // block - 1) * block), g.shape).reshape(r.shape)
   raise ValueError(f"baseline={kind!r}: expected one of {BASELINES}")
+
+
+def _groups(cfg: "LossConfig", turn: int) -> tuple[int, int]:
+  """(group, block) of `baseline` for a turn's rewards."""
+  n, m = cfg.num_samples, cfg.num_followups
+  if turn == 0:
+    return n * m, m  # other first attempts of the same prompt
+  return (m, 1) if m > 1 else (n, 1)  # siblings sharing the first attempt, if any
 
 
 def turn_advantages(rewards: Array, cfg: LossConfig) -> Array:
@@ -118,11 +139,17 @@ def turn_advantages(rewards: Array, cfg: LossConfig) -> Array:
   if rewards.shape[0] < cfg.num_turns:
     raise ValueError(f"{cfg.stage} needs rewards of {cfg.num_turns} turns, got "
                      f"{rewards.shape[0]}")
-  if rewards.shape[1] % cfg.num_samples:
-    raise ValueError(f"{rewards.shape[1]} rows are not groups of num_samples="
-                     f"{cfg.num_samples}")
+  group = cfg.num_samples * cfg.num_followups
+  if rewards.shape[1] % group:
+    raise ValueError(f"{rewards.shape[1]} rows are not groups of num_samples x "
+                     f"num_followups = {group}")
   shaped = shaped_rewards(rewards, cfg)
-  adv = jnp.stack([s - baseline(s, cfg.baseline, cfg.num_samples) for s in shaped])
+  if cfg.stage == "stage2" and cfg.turn2_state_baseline:
+    # r^2 = (1 + alpha) r2 - alpha r1. The -alpha r1 part is fixed before the second
+    # attempt starts (y1 is in its context): as part of turn 2's baseline it changes no
+    # expected gradient, and it removes variance that grows with alpha^2.
+    shaped = shaped.at[1].add(cfg.alpha * rewards[0])
+  adv = jnp.stack([s - baseline(s, cfg.baseline, *_groups(cfg, t)) for t, s in enumerate(shaped)])
   if cfg.stage == "stage1":
     adv = adv.at[0].set(0.0)
   return adv

@@ -224,16 +224,20 @@ def render_turn1(
     return render_user_turn(text, family, add_bos=add_bos, system=system)
 
 
-def render_turn2_suffix(kind: str, family: str, *, include_end_of_turn: bool = True) -> str:
+def render_turn2_suffix(kind: str, family: str, *, include_end_of_turn: bool = True,
+                        instruction: str | None = None) -> str:
     """Text appended right after y1 to form x2 = x1 + y1 + suffix.
 
     Closes the model turn, adds the self-correction instruction as a user turn and
     opens the next model turn.  ``include_end_of_turn=False`` drops the leading
     `end_of_turn` marker, for samplers whose y1 already ends with the model's own
     end-of-turn token (score_jax.sampler keeps the stop token in the turn).
+    ``instruction`` replaces the paper's instruction for ``kind`` (e.g. for a task
+    family of one's own).
     """
     _check_family(family)
-    instruction = correction_instruction(kind)
+    if instruction is None:
+        instruction = correction_instruction(kind)
     if family == "plain":
         return "\n\n" + instruction + _PLAIN_ANSWER_CUE[kind] + ("" if kind != "code" else "\n")
     return (

@@ -76,6 +76,6 @@ def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any
   instr = np.asarray(env.instruction_tokens(), np.int32)
   out = sampler(params, prompts, lens, instr if cfg.num_turns > 1 else None, None, key)
   seq, valid, turn_masks = _assemble(out, prompts, instr, env.pad_id)
-  row_tasks = [t for t in tasks for _ in range(cfg.num_samples)]
+  row_tasks = [t for t in tasks for _ in range(cfg.rows_per_prompt)]
   return Pending(env=env, row_tasks=row_tasks, out=out, tokens=seq, input_mask=valid,
                  turn_masks=turn_masks)

@@ -43,6 +43,9 @@ class SamplerConfig:
     turn_budgets: maximum new tokens of each turn, e.g. (128, 128) for two attempts.
     instruction_len: padded length of the instruction appended before turns 2, 3, ...
     num_samples: samples per prompt; they share one prefill of the prompt.
+    followups: samples of every later turn per attempt of the previous one; they share that
+      attempt's cache (a tree of rollouts, so each second attempt has siblings with the
+      same first attempt, an exact baseline for it). Rows = B * num_samples * followups.
     temperature: softmax temperature of sampling (ignored when greedy).
     top_k: keep the k most likely tokens (0 = off).
     top_p: nucleus sampling mass (1.0 = off).
@@ -56,6 +59,7 @@ class SamplerConfig:
   turn_budgets: tuple[int, ...] = (128, 128)
   instruction_len: int = 64
   num_samples: int = 1
+  followups: int = 1
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
@@ -75,6 +79,8 @@ class SamplerConfig:
       bad("instruction_len", "must be non-negative")
     if self.num_samples < 1:
       bad("num_samples", "must be at least 1")
+    if self.followups < 1:
+      bad("followups", "must be at least 1")
     if not self.greedy and self.temperature <= 0:
       bad("temperature", "must be positive (use greedy=True for argmax decoding)")
     if self.top_k < 0:
@@ -87,6 +93,12 @@ class SamplerConfig:
   @property
   def num_turns(self) -> int:
     return len(self.turn_budgets)
+
+  @property
+  def rows_per_prompt(self) -> int:
+    """Rows of the output per prompt: num_samples first attempts, each with `followups`
+    later attempts (per later turn)."""
+    return self.num_samples * self.followups ** max(self.num_turns - 1, 0)
 
   def bucket(self, length: int) -> int:
     for b in sorted(self.prompt_buckets):
@@ -198,24 +210,32 @@ def sample_turns(model: Transformer, cache: KVCache, prompts: Array, prompt_lens
   """The traced program. prompts [B,P] right-padded; instructions [B,I] (or [1,I])."""
   b = prompts.shape[0]
   n = cfg.num_samples
-  prefill = KVCache.init(model.cfg, b, cache.max_len, cache.k[0].dtype)
+  dtype = cache.k[0].dtype
+  prefill = KVCache.init(model.cfg, b, cache.max_len, dtype)
   logits, prefill = model(prompts, cache=prefill, num_new=prompt_lens)
   last = jnp.repeat(_last_logits(logits, prompt_lens), n, axis=0)
-  # Share the prefill among the n samples; write it into the donated buffer.
-  cache = jax.tree.map(lambda buf, x: jnp.repeat(x, n, axis=0).astype(buf.dtype),
-                       cache, prefill)
+  # Share the prefill among the n samples (the donated buffer holds the final cache).
+  state = prefill.repeat(n)
   instructions = jnp.broadcast_to(instructions, (b, instructions.shape[1]))
-  instructions = jnp.repeat(instructions, n, axis=0)
-  instruction_lens = jnp.repeat(jnp.broadcast_to(instruction_lens, (b,)), n, axis=0)
+  instruction_lens = jnp.broadcast_to(instruction_lens, (b,))
+  rows = n  # rows per prompt so far
   turns = []
   for i, budget in enumerate(cfg.turn_budgets):
-    if i:  # Append the instruction after each row's own previous answer.
-      logits, cache = model(instructions, cache=cache, num_new=instruction_lens)
-      last = _last_logits(logits, instruction_lens)
-    turn, cache = _decode_turn(model, cache, last, jax.random.fold_in(key, i), budget, cfg)
+    if i:
+      if cfg.followups > 1:  # siblings share the previous attempt's cache
+        m = cfg.followups
+        state, last = state.repeat(m), jnp.repeat(last, m, axis=0)
+        turns = [jax.tree.map(lambda x: jnp.repeat(x, m, axis=0), t) for t in turns]
+        rows *= m
+      # Append the instruction after each row's own previous answer.
+      logits, state = model(jnp.repeat(instructions, rows, axis=0), cache=state,
+                            num_new=jnp.repeat(instruction_lens, rows))
+      last = _last_logits(logits, jnp.repeat(instruction_lens, rows))
+    turn, state = _decode_turn(model, state, last, jax.random.fold_in(key, i), budget, cfg)
     turns.append(turn)
-  return SampleOutput(turns=tuple(turns), prompt_lens=jnp.repeat(prompt_lens, n),
-                      instruction_lens=instruction_lens, cache=cache)
+  cache = jax.tree.map(lambda buf, x: x.astype(buf.dtype), cache, state)
+  return SampleOutput(turns=tuple(turns), prompt_lens=jnp.repeat(prompt_lens, rows),
+                      instruction_lens=jnp.repeat(instruction_lens, rows), cache=cache)
 
 
 class Sampler:
@@ -260,7 +280,7 @@ class Sampler:
     return x if sharding is None else jax.device_put(x, sharding)
 
   def _cache(self, batch: int, prompt_bucket: int) -> KVCache:
-    rows = batch * self.cfg.num_samples
+    rows = batch * self.cfg.rows_per_prompt
     key = (rows, prompt_bucket)
     cache = self._caches.pop(key, None)
     if cache is None:
@@ -290,7 +310,7 @@ class Sampler:
     cache = self._cache(b, bucket)
     out = self._jitted(params, cache, self._put(prompts), self._put(prompt_lens),
                        jnp.asarray(instr), jnp.asarray(instr_lens), key)
-    self._caches[(b * self.cfg.num_samples, bucket)] = out.cache
+    self._caches[(b * self.cfg.rows_per_prompt, bucket)] = out.cache
     return out
 
   def _instructions(self, instructions, instruction_lens, b):
@@ -322,7 +342,7 @@ def assemble_sequences(out: SampleOutput, prompts: Array, instructions: Array, p
 
   Returns (tokens [R, L], input_mask [R, L], turn_masks [num_turns, R, L]) where
   turn_masks[t] marks the generated tokens of turn t (the tokens whose log-probs were
-  returned). R = B * num_samples, L = the cache length.
+  returned). R = B * rows per prompt, L = the cache length.
   """
   n = out.turns[0].tokens.shape[0] // prompts.shape[0]
   prompts = jnp.repeat(jnp.asarray(prompts), n, axis=0)

@@ -64,7 +64,10 @@ def loss_config(config, stage: str) -> losses.LossConfig:
   return losses.LossConfig(stage=stage, alpha=c.alpha if stage != "single_turn" else 0.0,
                            beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
                            baseline=c.baseline, num_samples=config.sampler.num_samples,
-                           aggregation=c.aggregation)
+                           num_followups=config.sampler.followups if stage != "single_turn"
+                           else 1,
+                           aggregation=c.aggregation,
+                           turn2_state_baseline=c.turn2_state_baseline)
 
 
 def make_train_step(graphdef, optimizer, loss_cfg: losses.LossConfig, temperature: float,
@@ -196,6 +199,7 @@ def _sampler_config(config, env, greedy: bool = False, turns: int = 2) -> sample
   return sampler_lib.SamplerConfig(
       prompt_buckets=tuple(s.prompt_buckets), turn_budgets=tuple(s.turn_budgets)[:turns],
       instruction_len=s.instruction_len, num_samples=1 if greedy else s.num_samples,
+      followups=1 if greedy or turns < 2 else s.followups,
       temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, greedy=greedy,
       stop_ids=tuple(env.stop_ids), pad_id=env.pad_id)
 
@@ -261,7 +265,7 @@ class Trainer:
                                        mesh=self.mesh)
     self.eval_sampler = sampler_lib.Sampler(
         model, _sampler_config(config, self.env, greedy=True), mesh=self.mesh)
-    rows = config.batch_size * config.sampler.num_samples
+    rows = config.batch_size * self.sampler.cfg.rows_per_prompt
     self.num_micro = rows // config.micro_batch_size if config.micro_batch_size else 1
     batch_sh = sharding.batch_sharding(self.mesh, 2)
     self._batch_sh = batch_sh
@@ -274,6 +278,8 @@ class Trainer:
                                       max_to_keep=max(config.keep_checkpoints, 2),
                                       async_save=config.async_checkpoints)
     self.train_tasks = self.env.train_batches(config.batch_size, config.seed)
+    # Greedy evaluation: one sample per problem, so as many problems as rows of a step.
+    self.eval_batch_size = rows
     self.eval_tasks = self.env.eval_tasks(config.task.num_eval) if config.task.num_eval else []
 
   def _train_step(self, stage: str):
@@ -347,7 +353,37 @@ class Trainer:
     if not tasks:
       return None
     return evaluate_two_turns(self.eval_sampler, self.state.params, self.env, tasks,
-                              batch_size=self.config.batch_size)
+                              batch_size=self.eval_batch_size)
+
+  def method_name(self) -> str:
+    stages = tuple(self.config.stages)
+    if stages == ("single_turn",):
+      return "single-turn RL"
+    if stages == ("stage2",):
+      return "multi-turn RL (no Stage I)" if self.config.loss.alpha else \
+          "multi-turn RL (no Stage I, no shaping)"
+    return "SCoRe" if self.config.loss.alpha else "SCoRe (no reward shaping)"
+
+  def _write_eval(self, final) -> None:
+    """eval/<task>_<split>.{json,jsonl,md} of the policy and, with config.report, the base
+    model's too plus report.md and curves.png."""
+    from score_jax import report as report_lib
+    from score_jax.evaluate import write_results
+    task, split = self.config.task.name, self.config.task.eval_split
+    write_results(self.workdir, task, split, final, name=self.method_name())
+    if not self.config.report:
+      return
+    base = evaluate_two_turns(self.eval_sampler, self.ref_params, self.env, self.eval_tasks,
+                              batch_size=self.eval_batch_size)
+    write_results(self.workdir, task, f"{split}_base", base, name="base model")
+    starts = list(np.cumsum([0] + [int(n) for n in self.config.stage_steps])[:-1])
+    notes = [f"stages: {', '.join(f'{s} ({n} steps)' for s, n in zip(self.config.stages, self.config.stage_steps))}",
+             f"per-problem attempts: eval/{task}_{split}.jsonl (policy), "
+             f"eval/{task}_{split}_base.jsonl (base model)"]
+    path = report_lib.write_report(
+        self.workdir, {"base model": base.metrics, self.method_name(): final.metrics},
+        title=f"{self.method_name()} on {task}", notes=notes, stage_starts=starts)
+    logger.info("wrote %s", path)
 
   def run(self) -> dict[str, Any]:
     resumed = self.maybe_restore()
@@ -377,6 +413,8 @@ class Trainer:
         writer.write(self.total_steps, last_eval.metrics, prefix="eval")
       if int(self.state.step) != start or self.ckpt.latest_step() != int(self.state.step):
         self.save(force=True)
+      if last_eval is not None and self.is_main:
+        self._write_eval(last_eval)
     finally:
       self.ckpt.wait()
       writer.close()

@@ -1,5 +1,7 @@
 """The SCoRe objective against hand-computed values on small arrays."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,13 +37,35 @@ def test_shaping_bonus_signs():
 
 def test_advantages_use_the_turns_own_group():
   r = jnp.array([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0]])  # 2 prompts x 2 samples
-  adv = losses.turn_advantages(r, LC(stage="stage2", alpha=2.0, baseline="loo",
-                                     num_samples=2))
+  plain = LC(stage="stage2", alpha=2.0, baseline="loo", num_samples=2,
+             turn2_state_baseline=False)
+  adv = losses.turn_advantages(r, plain)
   # turn 2 shaped: [1, 1+2, 0, 1+2] -> LOO within pairs: [1-3, 3-1, 0-3, 3-0]
   np.testing.assert_allclose(adv[0], [1, -1, 0, 0])
   np.testing.assert_allclose(adv[1], [-2, 2, -3, 3])
+  # Default: the -alpha*r1 part (fixed before turn 2) joins turn 2's baseline:
+  # (1 + alpha) r2 = [3, 3, 0, 3] -> LOO: [0, 0, -3, 3]; turn 1 unchanged.
+  adv = losses.turn_advantages(r, dataclasses.replace(plain, turn2_state_baseline=True))
+  np.testing.assert_allclose(adv[0], [1, -1, 0, 0])
+  np.testing.assert_allclose(adv[1], [0, 0, -3, 3])
   adv1 = losses.turn_advantages(r, LC(stage="stage1", baseline="loo", num_samples=2))
   np.testing.assert_allclose(adv1[0], 0.0)  # Stage I never rewards the first attempt
+
+
+def test_state_baseline_keeps_the_expected_turn2_gradient():
+  # For a fixed first attempt, the shaped and the state-baselined advantages differ by a
+  # per-row constant (-alpha*r1 and the baseline), so their turn-2 gradients agree in
+  # expectation: check E[A * (onehot(y2) - p)] over a two-action turn-2 policy, exactly.
+  p = 0.3  # P(y2 correct) under the policy, any first attempt
+  for r1 in (0.0, 1.0):
+    for state in (False, True):
+      cfg = LC(stage="stage2", alpha=10.0, baseline="none", num_samples=1,
+               turn2_state_baseline=state)
+      adv = [float(losses.turn_advantages(jnp.array([[r1], [r2]]), cfg)[1][0])
+             for r2 in (1.0, 0.0)]
+      # d/dlogit of E[A]: sum_y pi(y) A(y) (1[y=correct] - p)
+      grad = p * adv[0] * (1 - p) + (1 - p) * adv[1] * (0 - p)
+      np.testing.assert_allclose(grad, p * (1 - p) * 11.0, rtol=1e-6)
 
 
 def test_kl_estimators_hand_values():
@@ -94,7 +118,7 @@ def test_stage2_loss_value_by_hand():
   logp, ref, masks = _batch()
   r = jnp.array([[0.0, 1.0], [1.0, 1.0]])
   cfg = LC(stage="stage2", alpha=10.0, beta1=0.1, kl_estimator="k3", baseline="none",
-           num_samples=1)
+           num_samples=1, turn2_state_baseline=False)
   adv = losses.turn_advantages(r, cfg)
   loss_sum, count, sums = losses.policy_loss(logp, ref, masks, adv, cfg)
   # By hand: turn-1 advantages [0, 1], turn-2 [1 + 10, 1].
@@ -154,3 +178,17 @@ def test_sum_count_aggregation_accumulates_exactly(aggregation):
 def test_bad_loss_config_names_the_field(kw, field):
   with pytest.raises(ValueError, match=f"LossConfig.{field}="):
     LC(**kw)
+
+
+def test_followup_groups_baselines():
+  # 2 prompts x 2 first attempts x 2 second attempts each (rows prompt-major).
+  r1 = jnp.array([1.0, 1, 0, 0, 0, 0, 0, 0])  # first attempts repeat over their siblings
+  r2 = jnp.array([1.0, 0, 1, 1, 0, 1, 0, 0])
+  cfg = LC(stage="stage2", alpha=10.0, baseline="loo", num_samples=2, num_followups=2)
+  adv = losses.turn_advantages(jnp.stack([r1, r2]), cfg)
+  # Turn 1: minus the other first attempt of the same prompt.
+  np.testing.assert_allclose(adv[0], [1, 1, -1, -1, 0, 0, 0, 0])
+  # Turn 2: (1 + alpha) r2 minus the sibling's (same first attempt).
+  np.testing.assert_allclose(adv[1], [11, -11, 0, 0, -11, 11, 0, 0])
+  with pytest.raises(ValueError, match="num_followups"):
+    LC(stage="single_turn", alpha=0.0, num_followups=2)

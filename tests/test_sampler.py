@@ -192,3 +192,28 @@ def test_bad_inputs_are_named():
     sampler(params, PROMPTS, [0, 1, 1, 1], INSTR[:2])
   with pytest.raises(ValueError, match="SamplerConfig.temperature"):
     SamplerConfig(temperature=0.0)
+
+
+def test_followups_share_the_first_attempt():
+  """Second attempts in follow-up groups continue one shared first attempt (and cache)."""
+  model = _model("gemma3", seed=4)
+  cfg = SamplerConfig(prompt_buckets=(8,), turn_budgets=(5, 5), instruction_len=3,
+                      num_samples=2, followups=3, stop_ids=(63,))
+  assert cfg.rows_per_prompt == 6
+  out = Sampler(model, cfg)(nnx.state(model), PROMPTS, PROMPT_LENS, INSTR, None,
+                            jax.random.key(7))
+  t1 = np.asarray(out.turns[0].tokens).reshape(4, 2, 3, -1)
+  t2 = np.asarray(out.turns[1].tokens).reshape(4, 2, 3, -1)
+  # Siblings: the same first attempt, different second attempts.
+  np.testing.assert_array_equal(t1[:, :, 1], t1[:, :, 0])
+  np.testing.assert_array_equal(t1[:, :, 2], t1[:, :, 0])
+  assert any(not np.array_equal(t2[b, i, 0], t2[b, i, 1]) for b in range(4) for i in range(2))
+  # The two first attempts of a prompt are independent samples.
+  assert any(not np.array_equal(t1[b, 0, 0], t1[b, 1, 0]) for b in range(4))
+  # Log-probs still equal teacher forcing over the assembled sequences.
+  seq, valid, turn_masks = assemble_sequences(out, PROMPTS, INSTR)
+  tf = sequence_logprobs(model, seq, valid, cfg.temperature)
+  for t, turn in enumerate(out.turns):
+    np.testing.assert_allclose(gather_turn_logprobs(tf, turn_masks[t], turn.tokens.shape[1]),
+                               turn.logprobs, atol=1e-5)
+  assert out.prompt_lens.shape == (24,) and out.cache.lengths.shape == (24,)

@@ -1,0 +1,288 @@
+"""The embedded task and base model: a complete SCoRe setting with nothing to download.
+
+* Task: pair sums (`score_jax.tasks.pair_sum`), exact checker, unlimited fresh problems,
+  a held-out split disjoint by construction.
+* Tokenizer: SentencePiece (BPE) trained on the task's text in about a second.
+* Base model: a tiny transformer of our own model code (Gemma 3 style), trained by SFT on
+  *first attempts only*, as a pretrained model would be: it has never seen a second turn, so
+  its prompted self-correction behaves like the paper's base models (Δ ≤ 0). The first
+  attempts come from a careless but honest solver (`pair_sum.noisy_attempt`): a fraction of
+  them name a wrong pair, always with its true sum. The noise is what makes the base model
+  learn to *work out* the sum it writes instead of copying the target, so that its mistakes
+  are visible to a second attempt (see WORKSPACE.md, "The embedded task").
+
+The base model is built once and cached in a directory (`config.model.path`, default
+`$SCORE_JAX_CACHE/embedded_base-<recipe hash>`, `$SCORE_JAX_CACHE` defaulting to
+~/.cache/score_jax). It is written to a temporary directory and renamed when complete, so an
+interrupted build never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from score_jax import environments
+from score_jax import prompts as prompts_lib
+from score_jax import sft as sft_lib
+from score_jax.model import ModelConfig, Transformer, abstract_model, init_model
+from score_jax.rollout import Scores
+from score_jax.tasks import pair_sum
+from score_jax.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the recipe's meaning changes: cached base models rebuild
+TEMPLATE = "gemma"
+INSTRUCTION = "There might be an error in the answer above. Correct it if needed."
+RESPONSE_PREFIX = " "  # answers start with a space, so numbers tokenize as in the prompt
+SPECIAL = dict(pad=0, eos=1, bos=2, unk=3)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseRecipe:
+  """Everything that determines the base model (its hash names the cache directory)."""
+
+  spec: pair_sum.Spec = pair_sum.Spec()
+  vocab_size: int = 256
+  num_layers: int = 2
+  embed_dim: int = 128
+  num_heads: int = 4
+  num_kv_heads: int = 2
+  noise: float = 0.3
+  sft: sft_lib.SFTConfig = sft_lib.SFTConfig()
+  seed: int = 0
+
+  def model_config(self, vocab_size: int) -> ModelConfig:
+    d = self.embed_dim
+    return ModelConfig(
+        family="gemma3", vocab_size=vocab_size, num_layers=self.num_layers, embed_dim=d,
+        hidden_dim=4 * d, num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
+        head_dim=d // self.num_heads, norm_offset=True, post_norms=True, qk_norm=True,
+        activation="gelu_tanh", tie_embeddings=True, scale_embeddings=True)
+
+  def fingerprint(self) -> str:
+    text = json.dumps([FORMAT_VERSION, INSTRUCTION, dataclasses.asdict(self)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def recipe_from_config(config: ml_collections.ConfigDict) -> BaseRecipe:
+  b, t = config.model.base, config.task.embedded
+  if b.embed_dim % b.num_heads:
+    raise ValueError(f"config.model.base.num_heads={b.num_heads}: does not divide "
+                     f"embed_dim={b.embed_dim}")
+  return BaseRecipe(
+      spec=pair_sum.Spec(count=t.count, max_value=t.max_value), vocab_size=b.vocab_size,
+      num_layers=b.num_layers, embed_dim=b.embed_dim, num_heads=b.num_heads,
+      num_kv_heads=b.num_kv_heads, noise=b.noise,
+      sft=sft_lib.SFTConfig(steps=b.sft_steps, batch_size=b.sft_batch_size,
+                            learning_rate=b.sft_learning_rate, seq_len=b.sft_seq_len),
+      seed=b.seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------
+
+def response_text(answer: str) -> str:
+  return RESPONSE_PREFIX + answer
+
+
+class PairSumEnvironment(environments.Environment):
+  """Pair-sum problems through a tokenizer with the Gemma chat template."""
+
+  kind = "math"
+
+  def __init__(self, tokenizer: Tokenizer, spec: pair_sum.Spec = pair_sum.Spec(),
+               instruction: str = INSTRUCTION, eval_seed: int = 0):
+    self.tokenizer = tokenizer
+    self.spec = spec
+    self.pad_id = tokenizer.pad_id
+    self.stop_ids = tuple(tokenizer.stop_ids)
+    self.eval_seed = eval_seed
+    self.instruction = instruction
+    # y1 ends with the model's own <end_of_turn>: the suffix starts after it.
+    self._instruction = tokenizer.encode(prompts_lib.render_turn2_suffix(
+        self.kind, TEMPLATE, include_end_of_turn=False, instruction=instruction), add_bos=False)
+
+  def prompt_text(self, p: pair_sum.Problem) -> str:
+    return prompts_lib.render_user_turn(p.prompt, TEMPLATE)
+
+  def prompt_tokens(self, tasks):
+    return [self.tokenizer.encode(self.prompt_text(p), add_bos=True) for p in tasks]
+
+  def response_tokens(self, answer: str) -> list[int]:
+    """Ids of a complete response (answer + end of turn), as the model would write it."""
+    return self.tokenizer.encode(response_text(answer) + prompts_lib.end_of_turn(TEMPLATE),
+                                 add_bos=False)
+
+  def instruction_tokens(self):
+    return self._instruction
+
+  def score(self, tasks, attempts):
+    texts = [self.tokenizer.decode(a) for a in attempts]
+    results = [pair_sum.check(p, t) for p, t in zip(tasks, texts)]
+    return Scores(rewards=np.asarray([r for r, _ in results], np.float32),
+                  reasons=[why for _, why in results], texts=texts)
+
+  def train_batches(self, batch_size, seed):
+    return lambda step: pair_sum.problems("train", step * batch_size, batch_size, self.spec,
+                                          seed)
+
+  def eval_tasks(self, n):
+    return pair_sum.problems("eval", 0, n, self.spec, self.eval_seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer and base model
+# --------------------------------------------------------------------------------------------
+
+def train_tokenizer(recipe: BaseRecipe, num_problems: int = 3000) -> bytes:
+  """A BPE SentencePiece model of the task's text (prompts, answers, instruction, template)."""
+  import sentencepiece as spm
+  ps = pair_sum.problems("sft", 0, num_problems, recipe.spec, recipe.seed)
+  rng = np.random.default_rng(recipe.seed)
+  text = [p.prompt for p in ps] + [response_text(pair_sum.noisy_attempt(p, rng, 0.5))
+                                   for p in ps]
+  text += [INSTRUCTION] * (num_problems // 10) + ["user", "model"] * (num_problems // 10)
+  buf = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(text), model_writer=buf, vocab_size=recipe.vocab_size,
+      model_type="bpe", pad_id=SPECIAL["pad"], eos_id=SPECIAL["eos"], bos_id=SPECIAL["bos"],
+      unk_id=SPECIAL["unk"], pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+      unk_piece="<unk>", control_symbols=["<start_of_turn>", "<end_of_turn>"],
+      user_defined_symbols=["\n", "?"], normalization_rule_name="identity",
+      remove_extra_whitespaces=False, add_dummy_prefix=False, hard_vocab_limit=False,
+      num_threads=1, minloglevel=2)
+  return buf.getvalue()
+
+
+def first_attempt_examples(env: PairSumEnvironment, problems: Sequence[pair_sum.Problem],
+                           rng: np.random.Generator, noise: float):
+  """(prompt, first attempt) pairs of the careless solver: what the base model sees."""
+  return list(zip(env.prompt_tokens(problems),
+                  [env.response_tokens(pair_sum.noisy_attempt(p, rng, noise))
+                   for p in problems]))
+
+
+def default_base_dir(recipe: BaseRecipe) -> str:
+  root = os.environ.get("SCORE_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                           "score_jax")
+  return os.path.join(root, f"embedded_base-{recipe.fingerprint()}")
+
+
+def _save_params(directory: str, model: Transformer) -> None:
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(os.path.join(directory, "params"), nnx.to_pure_dict(nnx.state(model)))
+
+
+def build_base_model(directory: str, recipe: BaseRecipe) -> dict:
+  """Trains the tokenizer and the SFT base model and writes them to `directory` atomically.
+
+  Returns the build summary (also written to `base.json`)."""
+  t0 = time.perf_counter()
+  parent = os.path.dirname(os.path.abspath(directory))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".building-", dir=parent)
+  try:
+    proto = train_tokenizer(recipe)
+    tok = Tokenizer.from_proto(proto)
+    env = PairSumEnvironment(tok, recipe.spec)
+    model = init_model(recipe.model_config(tok.vocab_size), seed=recipe.seed)
+    cfg = recipe.sft
+    print(f"building the embedded base model ({recipe.num_layers} layers, d={recipe.embed_dim}, "
+          f"vocab {tok.vocab_size}): SFT on first attempts, {cfg.steps} steps", flush=True)
+
+    def batch(step):
+      return first_attempt_examples(
+          env, pair_sum.problems("sft", step * cfg.batch_size, cfg.batch_size, recipe.spec,
+                                 recipe.seed),
+          np.random.default_rng([recipe.seed, step]), recipe.noise)
+
+    def progress(step, loss):
+      print(f"  sft {step}/{cfg.steps} loss {loss:.3f} ({time.perf_counter() - t0:.0f}s)",
+            flush=True)
+
+    losses = sft_lib.finetune(model, batch, cfg, tok.pad_id, progress)
+    with open(os.path.join(tmp, "tokenizer.model"), "wb") as f:
+      f.write(proto)
+    with open(os.path.join(tmp, "model.json"), "w") as f:
+      json.dump(dataclasses.asdict(model.cfg), f, indent=1)
+    _save_params(tmp, model)
+    summary = {"recipe": dataclasses.asdict(recipe), "fingerprint": recipe.fingerprint(),
+               "final_sft_loss": losses[-1], "build_seconds": time.perf_counter() - t0}
+    with open(os.path.join(tmp, "base.json"), "w") as f:
+      json.dump(summary, f, indent=1)
+    try:
+      os.rename(tmp, directory)  # atomic; fails if another process finished first
+    except OSError:
+      if not is_complete(directory):
+        raise
+      logger.info("another process built %s first; using it", directory)
+    return summary
+  finally:
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_complete(directory: str) -> bool:
+  return all(os.path.exists(os.path.join(directory, f))
+             for f in ("tokenizer.model", "model.json", "base.json", "params"))
+
+
+def ensure_base_model(config: ml_collections.ConfigDict) -> str:
+  """The base model directory of `config`, built first if missing."""
+  recipe = recipe_from_config(config)
+  directory = config.model.path or default_base_dir(recipe)
+  if os.path.exists(directory) and not is_complete(directory):
+    raise FileNotFoundError(
+        f"config.model.path={directory!r} exists but is not a complete embedded base model "
+        "(needs tokenizer.model, model.json, base.json, params/); remove it to rebuild")
+  if not os.path.exists(directory):
+    build_base_model(directory, recipe)
+  return directory
+
+
+def load_tokenizer(directory: str) -> Tokenizer:
+  return Tokenizer.from_file(os.path.join(directory, "tokenizer.model"))
+
+
+def load_model(directory: str, dtype: str | None = None) -> Transformer:
+  with open(os.path.join(directory, "model.json")) as f:
+    fields = json.load(f)
+  fields["layer_types"] = tuple(fields.get("layer_types") or ())
+  if dtype:
+    fields["dtype"] = dtype
+  cfg = ModelConfig(**fields)
+  graphdef, state = nnx.split(abstract_model(cfg))
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        nnx.to_pure_dict(state))
+  with ocp.StandardCheckpointer() as ckpt:
+    restored = ckpt.restore(os.path.join(os.path.abspath(directory), "params"), target)
+  nnx.replace_by_pure_dict(state, restored)
+  return nnx.merge(graphdef, state)
+
+
+# Hooks used by `score_jax.environments` for task.name / model.source == 'embedded'.
+
+def environment_from_config(config: ml_collections.ConfigDict) -> PairSumEnvironment:
+  directory = ensure_base_model(config)
+  return PairSumEnvironment(load_tokenizer(directory), recipe_from_config(config).spec)
+
+
+def load_policy(config: ml_collections.ConfigDict) -> Transformer:
+  return load_model(ensure_base_model(config), dtype=config.model.dtype)

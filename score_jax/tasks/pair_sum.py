@@ -1,0 +1,131 @@
+"""Pair sums: a procedural problem family where checking an answer is easier than finding it.
+
+    Which two of 12 5 9 17 3 8 add up to 20?
+    -> 3 + 17 = 20
+
+Exactly one pair of the (distinct) numbers adds up to the target. Finding it is a search
+over all pairs; checking an attempt is reading its written sum and comparing it with the
+target, which is what a second attempt can do with the first one in its context. An answer
+is correct when it names two different given numbers that add up to the target (the written
+sum is the attempt's working; the checker recomputes it). The checker is exact.
+
+Problems are a pure function of (split, index): unlimited fresh training problems, and a
+fixed held-out set. Splits are disjoint by construction: a problem belongs to the split its
+content hash selects (`EVAL_FRACTION` of all problems are reserved for evaluation), so no
+training problem, whatever its seed, is ever an evaluation problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+
+import numpy as np
+
+from score_jax.rewards import types as reasons
+
+EVAL_FRACTION = 0.1
+SPLITS = ("sft", "train", "eval")
+_SPLIT_SEED = {"sft": 1, "train": 2, "eval": 3}
+_ANSWER = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*(?:=\s*(\d+)\s*)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """The difficulty knobs: how many numbers, drawn from 1..max_value."""
+
+  count: int = 6
+  max_value: int = 20
+
+  def __post_init__(self):
+    if self.count < 2:
+      raise ValueError(f"Spec.count={self.count}: a pair needs at least 2 numbers")
+    if self.max_value < self.count + 1:
+      raise ValueError(f"Spec.max_value={self.max_value}: needs more than count={self.count}"
+                       " distinct values")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """One problem; `solution` is the unique pair (smaller first)."""
+
+  id: str
+  numbers: tuple[int, ...]
+  target: int
+  solution: tuple[int, int]
+
+  @property
+  def prompt(self) -> str:
+    nums = " ".join(map(str, self.numbers))
+    return f"Which two of {nums} add up to {self.target}?"
+
+  @property
+  def answer(self) -> str:
+    return format_answer(*self.solution)
+
+
+def format_answer(a: int, b: int) -> str:
+  """An attempt at the pair (a, b), with its sum worked out."""
+  return f"{a} + {b} = {a + b}"
+
+
+def noisy_attempt(p: Problem, rng: np.random.Generator, noise: float) -> str:
+  """A first attempt of a careless but honest solver: with probability `noise` a wrong pair
+  of the given numbers, always with its true sum (so the mistake is visible in the sum)."""
+  if rng.random() < noise:
+    while True:
+      a, b = sorted(int(x) for x in rng.choice(p.numbers, 2, replace=False))
+      if (a, b) != p.solution:
+        return format_answer(a, b)
+  return p.answer
+
+
+def _pairs_summing_to(numbers, target) -> list[tuple[int, int]]:
+  s = set(numbers)
+  return sorted({(min(a, target - a), max(a, target - a)) for a in numbers
+                 if target - a in s and target - a != a})
+
+
+def _is_eval(numbers: tuple[int, ...], target: int) -> bool:
+  digest = hashlib.sha256(f"{numbers}|{target}".encode()).digest()
+  return int.from_bytes(digest[:8], "little") / 2.0 ** 64 < EVAL_FRACTION
+
+
+def problem(split: str, index: int, spec: Spec = Spec(), seed: int = 0) -> Problem:
+  """The `index`-th problem of `split` ('sft', 'train' or 'eval'); deterministic."""
+  if split not in SPLITS:
+    raise ValueError(f"split={split!r}: expected one of {SPLITS}")
+  rng = np.random.default_rng([seed, _SPLIT_SEED[split], index])
+  want_eval = split == "eval"
+  while True:  # rejection sampling: unique pair, right side of the split
+    numbers = tuple(int(x) for x in rng.choice(np.arange(1, spec.max_value + 1), spec.count,
+                                               replace=False))
+    i, j = rng.choice(spec.count, 2, replace=False)
+    target = numbers[i] + numbers[j]
+    pairs = _pairs_summing_to(numbers, target)
+    if len(pairs) == 1 and _is_eval(numbers, target) == want_eval:
+      return Problem(id=f"{split}/{seed}/{index}", numbers=numbers, target=target,
+                     solution=pairs[0])
+
+
+def problems(split: str, start: int, n: int, spec: Spec = Spec(), seed: int = 0):
+  return [problem(split, i, spec, seed) for i in range(start, start + n)]
+
+
+def parse_answer(text: str) -> tuple[int, int] | None:
+  """'3 + 17 = 20' or '3 + 17' -> (3, 17); anything else -> None."""
+  m = _ANSWER.match(text)
+  return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check(p: Problem, text: str) -> tuple[float, str]:
+  """(reward, reason): 1.0 iff the answer names two different given numbers summing to the
+  target."""
+  pair = parse_answer(text)
+  if pair is None:
+    return 0.0, reasons.NO_ANSWER
+  a, b = pair
+  if a != b and a in p.numbers and b in p.numbers and a + b == p.target:
+    return 1.0, reasons.CORRECT
+  return 0.0, reasons.WRONG_ANSWER
