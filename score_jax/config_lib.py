@@ -11,6 +11,7 @@ import ml_collections
 
 STAGES = ("stage1", "stage2", "single_turn")
 MODEL_SOURCES = ("random", "hf", "gguf", "gemma3_270m", "embedded")
+EMBEDDED_FAMILIES = ("pair_sum", "sort")  # score_jax.tasks.embedded.FAMILIES
 DATASETS = ("math", "math500", "gsm8k", "mbpp", "humaneval", "embedded", "toy")
 
 
@@ -31,7 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
   # model.path or $SCORE_JAX_CACHE/embedded_base-<hash>; see score_jax.tasks.embedded).
   c.model.base = ml_collections.ConfigDict(dict(
       num_layers=2, embed_dim=128, num_heads=4, num_kv_heads=2, vocab_size=256, noise=0.3,
-      sft_steps=300, sft_batch_size=128, sft_learning_rate=3e-3, sft_seq_len=32, seed=0))
+      habit=0.0, habit_above=22,
+      sft_steps=300, sft_batch_size=128, sft_learning_rate=3e-3, sft_seq_len=40, seed=0))
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "embedded"  # one of DATASETS
@@ -40,8 +42,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.task.eval_split = "test"
   c.task.eval_source = ""  # '' = task.source
   c.task.num_eval = 256  # held-out problems per periodic evaluation (0 = off)
-  # task.name='embedded': pair-sum problems (score_jax.tasks.pair_sum).
-  c.task.embedded = ml_collections.ConfigDict(dict(count=6, max_value=20))
+  # task.name='embedded': pair-sum (score_jax.tasks.pair_sum) or sort (.sort_list) problems.
+  c.task.embedded = ml_collections.ConfigDict(dict(family="pair_sum", count=6, max_value=20))
 
   c.sampler = ml_collections.ConfigDict()
   c.sampler.temperature = 1.0
@@ -107,6 +109,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     _bad("model.path", c.model.path, f"model.source={c.model.source!r} needs a path")
   if c.task.name not in DATASETS:
     _bad("task.name", c.task.name, f"unknown dataset; expected one of {DATASETS}")
+  if c.task.name == "embedded" and c.task.embedded.family not in EMBEDDED_FAMILIES:
+    _bad("task.embedded.family", c.task.embedded.family,
+         f"unknown task family; expected one of {EMBEDDED_FAMILIES}")
   stages = tuple(c.stages)
   steps = tuple(c.stage_steps)
   if not stages:

@@ -63,6 +63,12 @@ def extract_code(text: str) -> str:
   return code.replace("[DONE]", "").strip("\n")
 
 
+def truncate_at(text: str, stops: Sequence[str]) -> str:
+  """`text` up to the first occurrence of any of `stops`."""
+  cut = min((i for i in (text.find(x) for x in stops) if i >= 0), default=len(text))
+  return text[:cut]
+
+
 class DatasetEnvironment(Environment):
   """MATH / GSM8K / MBPP / HumanEval tasks with their checker."""
 
@@ -81,6 +87,9 @@ class DatasetEnvironment(Environment):
     self.pad_id = tokenizer.pad_id
     self.stop_ids = tuple(tokenizer.stop_ids)
     self._grader = grader
+    # Text a response ends at besides the stop tokens (e.g. a base model under the plain
+    # template starting the next "Problem:"); graded responses are cut there.
+    self._stop_strings = [x for x in prompts_lib.stop_strings(template, self.kind) if x]
     self._instruction = tokenizer.encode(
         prompts_lib.render_turn2_suffix(self.kind, template, include_end_of_turn=False),
         add_bos=False)
@@ -104,7 +113,7 @@ class DatasetEnvironment(Environment):
     return self._grader
 
   def score(self, tasks, attempts):
-    texts = [self.tokenizer.decode(a) for a in attempts]
+    texts = [truncate_at(self.tokenizer.decode(a), self._stop_strings) for a in attempts]
     if self.kind == "code":
       programs = []
       for t, text in zip(tasks, texts):

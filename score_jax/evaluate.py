@@ -1,6 +1,7 @@
 r"""Two-turn evaluation: both attempts of every held-out problem, the five metrics, records.
 
-  python -m score_jax.evaluate --config=configs/gemma3_270m_eval.py --workdir=/tmp/eval
+  python -m score_jax.evaluate --config=configs/gemma3_270m_eval.py:gsm8k --workdir=/tmp/eval \
+      --config.task.source=../shared/data/gsm8k_test.jsonl --num_problems=32
   python -m score_jax.evaluate --config=configs/embedded.py --workdir=/tmp/score \
       --checkpoint_dir=/tmp/score/checkpoints
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from score_jax import sampler as sampler_lib
+from score_jax import sampler as sampler_lib, sharding
 
 Array = jax.Array
 
@@ -43,7 +43,7 @@ def turn_token_lists(out: sampler_lib.SampleOutput) -> list[list[list[int]]]:
   """Host copy of the generated tokens: [turn][row] -> list of ids (stop token included)."""
   result = []
   for turn in out.turns:
-    toks, mask = np.asarray(turn.tokens), np.asarray(turn.mask)
+    toks, mask = sharding.to_host((turn.tokens, turn.mask))  # whole rows, also multi-host
     result.append([t[m].tolist() for t, m in zip(toks, mask)])
   return result
 

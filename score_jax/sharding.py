@@ -362,6 +362,20 @@ def shard_batch(batch, mesh: Mesh, rules: Rules = DEFAULT_RULES):
 # Multi-host
 # --------------------------------------------------------------------------------------------
 
+def to_host(tree):
+  """numpy copies of every array of `tree`, whole (global) even on multi-host.
+
+  An array that spans other processes' devices is all-gathered (`process_allgather`, a
+  collective: every process must call this in the same order); others are plain copies.
+  """
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+  return jax.tree.map(get, tree)
+
+
 _distributed_initialized = False
 
 
@@ -416,6 +430,12 @@ def maybe_initialize_distributed(enabled: bool | str = "auto", *,
     enabled = coordinator_address is not None or multihost_env_detected()
   if not enabled:
     return False
+  # jax.distributed.initialize reads JAX_COORDINATOR_ADDRESS itself but not these two, which
+  # a plain multi-process job (no cluster manager, e.g. CPU processes on one machine) needs.
+  if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+    num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+  if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+    process_id = int(os.environ["JAX_PROCESS_ID"])
   kwargs: dict[str, Any] = {}
   if coordinator_address is not None:
     kwargs["coordinator_address"] = coordinator_address

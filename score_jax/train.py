@@ -130,10 +130,22 @@ def make_train_step(graphdef, optimizer, loss_cfg: losses.LossConfig, temperatur
   return step
 
 
-def make_logprob_fn(graphdef, temperature: float):
-  def fn(params, tokens, input_mask):
+def make_logprob_fn(graphdef, temperature: float, num_micro: int = 1):
+  """Teacher-forced log-probs [R, L], in `num_micro` sequential micro-batches of rows, so the
+  reference pass holds the logits of one micro-batch at a time, like the train step."""
+
+  def one(params, tokens, input_mask):
     model = nnx.merge(graphdef, params)
     return sampler_lib.sequence_logprobs(model, tokens, input_mask, temperature)
+
+  def fn(params, tokens, input_mask):
+    if num_micro == 1:
+      return one(params, tokens, input_mask)
+    r, l = tokens.shape
+    split = lambda x: x.reshape(num_micro, r // num_micro, l)
+    out = jax.lax.map(lambda xs: one(params, *xs), (split(tokens), split(input_mask)))
+    return out.reshape(r, l)
+
   return fn
 
 
@@ -270,10 +282,12 @@ class Trainer:
     batch_sh = sharding.batch_sharding(self.mesh, 2)
     self._batch_sh = batch_sh
     self._steps: dict[str, Callable] = {}
-    self._logprobs = jax.jit(make_logprob_fn(self.graphdef, config.sampler.temperature),
-                             out_shardings=batch_sh)
+    self._logprobs = jax.jit(make_logprob_fn(self.graphdef, config.sampler.temperature,
+                                             self.num_micro), out_shardings=batch_sh)
     self.total_steps = int(sum(config.stage_steps))
-    self.key = jax.random.key(config.seed)
+    # Replicated on the mesh (not on one local device) so multi-host checkpoints can save it.
+    self.key = jax.jit(lambda: jax.random.key(config.seed),
+                       out_shardings=sharding.replicated(self.mesh))()
     self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                       max_to_keep=max(config.keep_checkpoints, 2),
                                       async_save=config.async_checkpoints)
@@ -330,6 +344,7 @@ class Trainer:
     out = pending.out
     jax.block_until_ready(out.turns[-1].tokens)
     t_sample = time.perf_counter() - t0
+    out = out.replace(turns=sharding.to_host(out.turns))  # numpy; gathered on multi-host
     scores = pending.score()  # host, overlaps with the reference forward
     t_reward = time.perf_counter() - t0 - t_sample
     batch = {"tokens": pending.tokens, "input_mask": pending.input_mask,
@@ -370,11 +385,15 @@ class Trainer:
     from score_jax import report as report_lib
     from score_jax.evaluate import write_results
     task, split = self.config.task.name, self.config.task.eval_split
-    write_results(self.workdir, task, split, final, name=self.method_name())
+    if self.is_main:
+      write_results(self.workdir, task, split, final, name=self.method_name())
     if not self.config.report:
       return
+    # Every process samples (a collective program on multi-host); process 0 writes.
     base = evaluate_two_turns(self.eval_sampler, self.ref_params, self.env, self.eval_tasks,
                               batch_size=self.eval_batch_size)
+    if not self.is_main:
+      return
     write_results(self.workdir, task, f"{split}_base", base, name="base model")
     starts = list(np.cumsum([0] + [int(n) for n in self.config.stage_steps])[:-1])
     notes = [f"stages: {', '.join(f'{s} ({n} steps)' for s, n in zip(self.config.stages, self.config.stage_steps))}",
@@ -413,8 +432,8 @@ class Trainer:
         writer.write(self.total_steps, last_eval.metrics, prefix="eval")
       if int(self.state.step) != start or self.ckpt.latest_step() != int(self.state.step):
         self.save(force=True)
-      if last_eval is not None and self.is_main:
-        self._write_eval(last_eval)
+      if last_eval is not None:
+        self._write_eval(last_eval)  # on every process; only process 0 writes
     finally:
       self.ckpt.wait()
       writer.close()

@@ -516,3 +516,11 @@ def test_bad_input_fails_before_the_model(tmp_path):
   # Unknown config-file argument.
   with pytest.raises(ValueError, match="unknown argument"):
     load_config("mbpp")
+
+
+def test_graded_text_is_cut_at_the_templates_stop_strings():
+  from score_jax.environments import truncate_at
+  assert truncate_at("The answer is 5.\n\nProblem:\nThe answer is 7.", ["\n\nProblem:"]) == \
+      "The answer is 5."
+  assert truncate_at("no stop here", ["\n\nProblem:"]) == "no stop here"
+  assert truncate_at("a[DONE]b<x>c", ["<x>", "[DONE]"]) == "a"  # the earliest one wins

@@ -41,14 +41,30 @@ from score_jax import prompts as prompts_lib
 from score_jax import sft as sft_lib
 from score_jax.model import ModelConfig, Transformer, abstract_model, init_model
 from score_jax.rollout import Scores
-from score_jax.tasks import pair_sum
+from score_jax.tasks import pair_sum, sort_list
 from score_jax.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the recipe's meaning changes: cached base models rebuild
+FORMAT_VERSION = 3  # bump when the recipe's meaning changes: cached base models rebuild
 TEMPLATE = "gemma"
-INSTRUCTION = "There might be an error in the answer above. Correct it if needed."
+FAMILIES = {"pair_sum": pair_sum, "sort": sort_list}  # task.embedded.family -> its module
+
+
+def instruction_text(family: str = "pair_sum") -> str:
+  """The paper's instruction made for the task: it ends by asking the question again."""
+  return ("There might be an error in the answer above. Correct it if needed. "
+          + task_module(family).QUESTION)
+
+
+def task_module(family: str):
+  if family not in FAMILIES:
+    raise ValueError(f"config.task.embedded.family={family!r}: expected one of "
+                     f"{tuple(FAMILIES)}")
+  return FAMILIES[family]
+
+
+INSTRUCTION = instruction_text("pair_sum")
 RESPONSE_PREFIX = " "  # answers start with a space, so numbers tokenize as in the prompt
 SPECIAL = dict(pad=0, eos=1, bos=2, unk=3)
 
@@ -57,13 +73,16 @@ SPECIAL = dict(pad=0, eos=1, bos=2, unk=3)
 class BaseRecipe:
   """Everything that determines the base model (its hash names the cache directory)."""
 
-  spec: pair_sum.Spec = pair_sum.Spec()
+  spec: pair_sum.Spec | sort_list.Spec = pair_sum.Spec()
+  family: str = "pair_sum"
   vocab_size: int = 256
   num_layers: int = 2
   embed_dim: int = 128
   num_heads: int = 4
   num_kv_heads: int = 2
   noise: float = 0.3
+  habit: float = 0.0  # pair_sum: P(first two numbers) when the target > habit_above
+  habit_above: int = 22
   sft: sft_lib.SFTConfig = sft_lib.SFTConfig()
   seed: int = 0
 
@@ -76,7 +95,8 @@ class BaseRecipe:
         activation="gelu_tanh", tie_embeddings=True, scale_embeddings=True)
 
   def fingerprint(self) -> str:
-    text = json.dumps([FORMAT_VERSION, INSTRUCTION, dataclasses.asdict(self)], sort_keys=True)
+    text = json.dumps([FORMAT_VERSION, instruction_text(self.family),
+                       dataclasses.asdict(self)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -85,10 +105,13 @@ def recipe_from_config(config: ml_collections.ConfigDict) -> BaseRecipe:
   if b.embed_dim % b.num_heads:
     raise ValueError(f"config.model.base.num_heads={b.num_heads}: does not divide "
                      f"embed_dim={b.embed_dim}")
+  family = t.get("family", "pair_sum")
   return BaseRecipe(
-      spec=pair_sum.Spec(count=t.count, max_value=t.max_value), vocab_size=b.vocab_size,
+      spec=task_module(family).Spec(count=t.count, max_value=t.max_value), family=family,
+      vocab_size=b.vocab_size,
       num_layers=b.num_layers, embed_dim=b.embed_dim, num_heads=b.num_heads,
-      num_kv_heads=b.num_kv_heads, noise=b.noise,
+      num_kv_heads=b.num_kv_heads, noise=b.noise, habit=b.get("habit", 0.0),
+      habit_above=b.get("habit_above", 22),
       sft=sft_lib.SFTConfig(steps=b.sft_steps, batch_size=b.sft_batch_size,
                             learning_rate=b.sft_learning_rate, seq_len=b.sft_seq_len),
       seed=b.seed)
@@ -107,8 +130,10 @@ class PairSumEnvironment(environments.Environment):
 
   kind = "math"
 
-  def __init__(self, tokenizer: Tokenizer, spec: pair_sum.Spec = pair_sum.Spec(),
-               instruction: str = INSTRUCTION, eval_seed: int = 0):
+  def __init__(self, tokenizer: Tokenizer, spec=pair_sum.Spec(),
+               instruction: str | None = None, eval_seed: int = 0, family: str = "pair_sum"):
+    self.task = task_module(family)
+    instruction = instruction_text(family) if instruction is None else instruction
     self.tokenizer = tokenizer
     self.spec = spec
     self.pad_id = tokenizer.pad_id
@@ -135,16 +160,16 @@ class PairSumEnvironment(environments.Environment):
 
   def score(self, tasks, attempts):
     texts = [self.tokenizer.decode(a) for a in attempts]
-    results = [pair_sum.check(p, t) for p, t in zip(tasks, texts)]
+    results = [self.task.check(p, t) for p, t in zip(tasks, texts)]
     return Scores(rewards=np.asarray([r for r, _ in results], np.float32),
                   reasons=[why for _, why in results], texts=texts)
 
   def train_batches(self, batch_size, seed):
-    return lambda step: pair_sum.problems("train", step * batch_size, batch_size, self.spec,
+    return lambda step: self.task.problems("train", step * batch_size, batch_size, self.spec,
                                           seed)
 
   def eval_tasks(self, n):
-    return pair_sum.problems("eval", 0, n, self.spec, self.eval_seed)
+    return self.task.problems("eval", 0, n, self.spec, self.eval_seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,11 +179,13 @@ class PairSumEnvironment(environments.Environment):
 def train_tokenizer(recipe: BaseRecipe, num_problems: int = 3000) -> bytes:
   """A BPE SentencePiece model of the task's text (prompts, answers, instruction, template)."""
   import sentencepiece as spm
-  ps = pair_sum.problems("sft", 0, num_problems, recipe.spec, recipe.seed)
+  task = task_module(recipe.family)
+  ps = task.problems("sft", 0, num_problems, recipe.spec, recipe.seed)
   rng = np.random.default_rng(recipe.seed)
-  text = [p.prompt for p in ps] + [response_text(pair_sum.noisy_attempt(p, rng, 0.5))
+  text = [p.prompt for p in ps] + [response_text(task.noisy_attempt(p, rng, 0.5))
                                    for p in ps]
-  text += [INSTRUCTION] * (num_problems // 10) + ["user", "model"] * (num_problems // 10)
+  text += [instruction_text(recipe.family)] * (num_problems // 10)
+  text += ["user", "model"] * (num_problems // 10)
   buf = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(text), model_writer=buf, vocab_size=recipe.vocab_size,
@@ -172,10 +199,10 @@ def train_tokenizer(recipe: BaseRecipe, num_problems: int = 3000) -> bytes:
 
 
 def first_attempt_examples(env: PairSumEnvironment, problems: Sequence[pair_sum.Problem],
-                           rng: np.random.Generator, noise: float):
+                           rng: np.random.Generator, noise: float, **habit):
   """(prompt, first attempt) pairs of the careless solver: what the base model sees."""
   return list(zip(env.prompt_tokens(problems),
-                  [env.response_tokens(pair_sum.noisy_attempt(p, rng, noise))
+                  [env.response_tokens(env.task.noisy_attempt(p, rng, noise, **habit))
                    for p in problems]))
 
 
@@ -201,7 +228,7 @@ def build_base_model(directory: str, recipe: BaseRecipe) -> dict:
   try:
     proto = train_tokenizer(recipe)
     tok = Tokenizer.from_proto(proto)
-    env = PairSumEnvironment(tok, recipe.spec)
+    env = PairSumEnvironment(tok, recipe.spec, family=recipe.family)
     model = init_model(recipe.model_config(tok.vocab_size), seed=recipe.seed)
     cfg = recipe.sft
     print(f"building the embedded base model ({recipe.num_layers} layers, d={recipe.embed_dim}, "
@@ -209,9 +236,10 @@ def build_base_model(directory: str, recipe: BaseRecipe) -> dict:
 
     def batch(step):
       return first_attempt_examples(
-          env, pair_sum.problems("sft", step * cfg.batch_size, cfg.batch_size, recipe.spec,
+          env, env.task.problems("sft", step * cfg.batch_size, cfg.batch_size, recipe.spec,
                                  recipe.seed),
-          np.random.default_rng([recipe.seed, step]), recipe.noise)
+          np.random.default_rng([recipe.seed, step]), recipe.noise,
+          **({"habit": recipe.habit, "habit_above": recipe.habit_above} if recipe.habit else {}))
 
     def progress(step, loss):
       print(f"  sft {step}/{cfg.steps} loss {loss:.3f} ({time.perf_counter() - t0:.0f}s)",
@@ -281,7 +309,8 @@ def load_model(directory: str, dtype: str | None = None) -> Transformer:
 
 def environment_from_config(config: ml_collections.ConfigDict) -> PairSumEnvironment:
   directory = ensure_base_model(config)
-  return PairSumEnvironment(load_tokenizer(directory), recipe_from_config(config).spec)
+  recipe = recipe_from_config(config)
+  return PairSumEnvironment(load_tokenizer(directory), recipe.spec, family=recipe.family)
 
 
 def load_policy(config: ml_collections.ConfigDict) -> Transformer:

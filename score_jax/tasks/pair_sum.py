@@ -1,6 +1,8 @@
 """Pair sums: a procedural problem family where checking an answer is easier than finding it.
 
-    Which two of 12 5 9 17 3 8 add up to 20?
+    Numbers: 12 5 9 17 3 8
+    Target: 20
+    Which two numbers add up to the target?
     -> 3 + 17 = 20
 
 Exactly one pair of the (distinct) numbers adds up to the target. Finding it is a search
@@ -26,6 +28,7 @@ import numpy as np
 from score_jax.rewards import types as reasons
 
 EVAL_FRACTION = 0.1
+QUESTION = "Which two numbers add up to the target?"
 SPLITS = ("sft", "train", "eval")
 _SPLIT_SEED = {"sft": 1, "train": 2, "eval": 3}
 _ANSWER = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*(?:=\s*(\d+)\s*)?$")
@@ -58,7 +61,7 @@ class Problem:
   @property
   def prompt(self) -> str:
     nums = " ".join(map(str, self.numbers))
-    return f"Which two of {nums} add up to {self.target}?"
+    return f"Numbers: {nums}\nTarget: {self.target}\n{QUESTION}"
 
   @property
   def answer(self) -> str:
@@ -70,9 +73,16 @@ def format_answer(a: int, b: int) -> str:
   return f"{a} + {b} = {a + b}"
 
 
-def noisy_attempt(p: Problem, rng: np.random.Generator, noise: float) -> str:
+def noisy_attempt(p: Problem, rng: np.random.Generator, noise: float,
+                  habit: float = 0.0, habit_above: int = 22) -> str:
   """A first attempt of a careless but honest solver: with probability `noise` a wrong pair
-  of the given numbers, always with its true sum (so the mistake is visible in the sum)."""
+  of the given numbers, always with its true sum (so the mistake is visible in the sum).
+
+  `habit`: a systematic slip on top: when the target is large (> `habit_above`), with
+  probability `habit` the solver just adds the first two numbers it reads. A model trained
+  on this makes that slip greedily on such problems, though it has seen them solved."""
+  if habit and p.target > habit_above and rng.random() < habit:
+    return format_answer(*sorted(p.numbers[:2]))
   if rng.random() < noise:
     while True:
       a, b = sorted(int(x) for x in rng.choice(p.numbers, 2, replace=False))
