@@ -116,9 +116,7 @@ def run_rl(method: str, seed: int, workdir: str):
       logging.info("%s seed %d step %d/%d: acc_t1 %.3f acc_t2 %.3f kl_t1 %.3f", method, seed,
                    step + 1, trainer.total_steps, m["acc_t1"], m.get("acc_t2", m["acc_t1"]),
                    m["kl_t1"])
-  if trainer.single_turn:  # evaluate the single-turn policy with two turns, as the paper does
-    return _eval(Trainer(base_config(seed, _SCALE.value), workdir + "_eval"),
-                 trainer.state.params)
+  # The eval sampler has two turns also for single-turn RL: evaluated as the paper does.
   return _eval(trainer, trainer.state.params)
 
 

@@ -63,6 +63,12 @@ def test_sort_checker_and_careless_solver():
 def test_bad_family_names_the_field():
   with pytest.raises(ValueError, match="task.embedded.family='nope'"):
     embedded.task_module("nope")
+  from configs import embedded as embedded_config
+  c = embedded_config.get_config()
+  c.task.embedded.family = "sort"
+  c.model.base.habit = 0.5
+  with pytest.raises(ValueError, match="model.base.habit=0.5.*'sort'"):
+    embedded.recipe_from_config(c)
 
 
 def test_main_job_shortened_writes_the_report(tmp_path):

@@ -105,13 +105,15 @@ def recipe_from_config(config: ml_collections.ConfigDict) -> BaseRecipe:
   if b.embed_dim % b.num_heads:
     raise ValueError(f"config.model.base.num_heads={b.num_heads}: does not divide "
                      f"embed_dim={b.embed_dim}")
-  family = t.get("family", "pair_sum")
+  if b.habit and t.family != "pair_sum":
+    raise ValueError(f"config.model.base.habit={b.habit}: only the pair_sum family has that "
+                     f"slip (task.embedded.family={t.family!r})")
   return BaseRecipe(
-      spec=task_module(family).Spec(count=t.count, max_value=t.max_value), family=family,
+      spec=task_module(t.family).Spec(count=t.count, max_value=t.max_value), family=t.family,
       vocab_size=b.vocab_size,
       num_layers=b.num_layers, embed_dim=b.embed_dim, num_heads=b.num_heads,
-      num_kv_heads=b.num_kv_heads, noise=b.noise, habit=b.get("habit", 0.0),
-      habit_above=b.get("habit_above", 22),
+      num_kv_heads=b.num_kv_heads, noise=b.noise, habit=b.habit,
+      habit_above=b.habit_above,
       sft=sft_lib.SFTConfig(steps=b.sft_steps, batch_size=b.sft_batch_size,
                             learning_rate=b.sft_learning_rate, seq_len=b.sft_seq_len),
       seed=b.seed)

@@ -12,25 +12,20 @@ is correct when it names two different given numbers that add up to the target (
 sum is the attempt's working; the checker recomputes it). The checker is exact.
 
 Problems are a pure function of (split, index): unlimited fresh training problems, and a
-fixed held-out set. Splits are disjoint by construction: a problem belongs to the split its
-content hash selects (`EVAL_FRACTION` of all problems are reserved for evaluation), so no
-training problem, whatever its seed, is ever an evaluation problem.
+fixed held-out set, disjoint by a content hash (`score_jax.tasks.splits`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 
 import numpy as np
 
 from score_jax.rewards import types as reasons
+from score_jax.tasks import splits
 
-EVAL_FRACTION = 0.1
 QUESTION = "Which two numbers add up to the target?"
-SPLITS = ("sft", "train", "eval")
-_SPLIT_SEED = {"sft": 1, "train": 2, "eval": 3}
 _ANSWER = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*(?:=\s*(\d+)\s*)?$")
 
 
@@ -97,16 +92,9 @@ def _pairs_summing_to(numbers, target) -> list[tuple[int, int]]:
                  if target - a in s and target - a != a})
 
 
-def _is_eval(numbers: tuple[int, ...], target: int) -> bool:
-  digest = hashlib.sha256(f"{numbers}|{target}".encode()).digest()
-  return int.from_bytes(digest[:8], "little") / 2.0 ** 64 < EVAL_FRACTION
-
-
 def problem(split: str, index: int, spec: Spec = Spec(), seed: int = 0) -> Problem:
   """The `index`-th problem of `split` ('sft', 'train' or 'eval'); deterministic."""
-  if split not in SPLITS:
-    raise ValueError(f"split={split!r}: expected one of {SPLITS}")
-  rng = np.random.default_rng([seed, _SPLIT_SEED[split], index])
+  rng = splits.split_rng(split, index, seed)
   want_eval = split == "eval"
   while True:  # rejection sampling: unique pair, right side of the split
     numbers = tuple(int(x) for x in rng.choice(np.arange(1, spec.max_value + 1), spec.count,
@@ -114,7 +102,7 @@ def problem(split: str, index: int, spec: Spec = Spec(), seed: int = 0) -> Probl
     i, j = rng.choice(spec.count, 2, replace=False)
     target = numbers[i] + numbers[j]
     pairs = _pairs_summing_to(numbers, target)
-    if len(pairs) == 1 and _is_eval(numbers, target) == want_eval:
+    if len(pairs) == 1 and splits.is_eval(f"{numbers}|{target}") == want_eval:
       return Problem(id=f"{split}/{seed}/{index}", numbers=numbers, target=target,
                      solution=pairs[0])
 

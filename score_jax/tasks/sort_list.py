@@ -20,17 +20,14 @@ problems, a fixed held-out set, splits disjoint by a content hash.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 
 import numpy as np
 
 from score_jax.rewards import types as reasons
+from score_jax.tasks import splits
 
-EVAL_FRACTION = 0.1
 QUESTION = "Sort the numbers from smallest to largest."
-SPLITS = ("sft", "train", "eval")
-_SPLIT_SEED = {"sft": 1, "train": 2, "eval": 3}
 _ANSWER = re.compile(r"^\s*(\d+(?:\s+\d+)*)\s*$")
 
 
@@ -91,21 +88,14 @@ def noisy_attempt(p: Problem, rng: np.random.Generator, noise: float) -> str:
   return format_answer(out)
 
 
-def _is_eval(numbers: tuple[int, ...]) -> bool:
-  digest = hashlib.sha256(f"sort|{numbers}".encode()).digest()
-  return int.from_bytes(digest[:8], "little") / 2.0 ** 64 < EVAL_FRACTION
-
-
 def problem(split: str, index: int, spec: Spec = Spec(), seed: int = 0) -> Problem:
   """The `index`-th problem of `split` ('sft', 'train' or 'eval'); deterministic."""
-  if split not in SPLITS:
-    raise ValueError(f"split={split!r}: expected one of {SPLITS}")
-  rng = np.random.default_rng([seed, _SPLIT_SEED[split], index, 7])
+  rng = splits.split_rng(split, index, seed, 7)
   want_eval = split == "eval"
   while True:
     numbers = tuple(int(x) for x in rng.choice(np.arange(1, spec.max_value + 1), spec.count,
                                                replace=False))
-    if _is_eval(numbers) == want_eval:
+    if splits.is_eval(f"sort|{numbers}") == want_eval:
       return Problem(id=f"{split}/{seed}/{index}", numbers=numbers)
 
 
