@@ -101,8 +101,8 @@ def _eval(trainer: Trainer, params, env=None):
     from score_jax import sampler as sampler_lib
     cfg = dataclasses.replace(
         trainer.eval_sampler.cfg,
-        instruction_len=max(trainer.eval_sampler.cfg.instruction_len,
-                            len(env.instruction_tokens())))
+        instruction_len=max([trainer.eval_sampler.cfg.instruction_len]
+                            + [len(i) for i in env.instructions(trainer.eval_tasks)]))
     sampler = sampler_lib.Sampler(nnx.merge(trainer.graphdef, params), cfg, mesh=trainer.mesh)
   return evaluate.evaluate_two_turns(sampler, params, env or trainer.env, trainer.eval_tasks,
                                      batch_size=trainer.eval_batch_size).metrics
@@ -139,8 +139,7 @@ def sample_base(trainer: Trainer, seed: int, n_problems: int):
 
 def sft_examples(method: str, env, samples, rng):
   """Turn-2 SFT examples (context = prompt + y1 + instruction, response = y2)."""
-  instr = list(env.instruction_tokens())
-  prompt = {}
+  prompt, instr = {}, {}
   ex = []
   if method == "star":  # the base's own successful second attempts
     for p, y1, y2, _, r2 in samples:
@@ -163,7 +162,8 @@ def sft_examples(method: str, env, samples, rng):
   for p, _, _ in ex:
     if p.id not in prompt:
       prompt[p.id] = env.prompt_tokens([p])[0]
-  return [(prompt[p.id] + list(y1) + instr, list(y2)) for p, y1, y2 in ex]
+      instr[p.id] = env.instructions([p])[0]
+  return [(prompt[p.id] + list(y1) + instr[p.id], list(y2)) for p, y1, y2 in ex]
 
 
 def run_sft(method: str, seed: int, workdir: str):
@@ -196,7 +196,8 @@ def run_one(method: str, seed: int, workdir: str):
     env = trainer.env
     if method == "self_refine":
       env = embedded.PairSumEnvironment(trainer.env.tokenizer, trainer.env.spec,
-                                        instruction=SELF_REFINE_INSTRUCTION)
+                                        instruction=SELF_REFINE_INSTRUCTION,
+                                        restate=trainer.env.restate)
     return _eval(trainer, trainer.ref_params, env)
   if method in ("star", "pair_sft"):
     return run_sft(method, seed, workdir)

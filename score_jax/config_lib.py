@@ -32,7 +32,7 @@ def default_config() -> ml_collections.ConfigDict:
   # model.path or $SCORE_JAX_CACHE/embedded_base-<hash>; see score_jax.tasks.embedded).
   c.model.base = ml_collections.ConfigDict(dict(
       num_layers=2, embed_dim=128, num_heads=4, num_kv_heads=2, vocab_size=256, noise=0.3,
-      habit=0.0, habit_above=22,
+      habit=0.0, habit_above=22, dialogue=1, preamble=0.0,
       sft_steps=300, sft_batch_size=128, sft_learning_rate=3e-3, sft_seq_len=40, seed=0))
 
   c.task = ml_collections.ConfigDict()
@@ -43,7 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.task.eval_source = ""  # '' = task.source
   c.task.num_eval = 256  # held-out problems per periodic evaluation (0 = off)
   # task.name='embedded': pair-sum (score_jax.tasks.pair_sum) or sort (.sort_list) problems.
-  c.task.embedded = ml_collections.ConfigDict(dict(family="pair_sum", count=6, max_value=20))
+  c.task.embedded = ml_collections.ConfigDict(dict(family="pair_sum", count=6, max_value=20,
+                                                  restate=False))
 
   c.sampler = ml_collections.ConfigDict()
   c.sampler.temperature = 1.0

@@ -37,6 +37,11 @@ class Environment(abc.ABC):
   def instruction_tokens(self) -> list[int]:
     """Ids appended right after each row's first attempt to ask for the correction."""
 
+  def instructions(self, tasks: Sequence[Any]) -> list[list[int]]:
+    """The instruction ids of each task; the same for every task unless a task family
+    restates its problem in the instruction (score_jax.tasks.embedded)."""
+    return [list(self.instruction_tokens())] * len(tasks)
+
   @abc.abstractmethod
   def score(self, tasks: Sequence[Any], attempts: Sequence[Sequence[int]]) -> Scores:
     """Scores generated ids; tasks[i] is the problem attempts[i] answers."""

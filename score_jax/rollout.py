@@ -28,15 +28,27 @@ class Scores:
   texts: list[str]
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], bucket: int, pad_id: int):
-  lens = np.array([len(p) for p in prompts], np.int32)
-  if (lens > bucket).any():
+def _right_pad(rows: Sequence[Sequence[int]], length: int, pad_id: int, too_long):
+  """-> ([N, length] right-padded, lengths [N]); too_long(i, n) words the error."""
+  lens = np.array([len(r) for r in rows], np.int32)
+  if (lens > length).any():
     i = int(np.argmax(lens))
-    raise ValueError(f"prompt {i} has {lens[i]} tokens; the prompt bucket is {bucket}")
-  out = np.full((len(prompts), bucket), pad_id, np.int32)
-  for i, p in enumerate(prompts):
-    out[i, :len(p)] = p
+    raise ValueError(too_long(i, lens[i]))
+  out = np.full((len(rows), length), pad_id, np.int32)
+  for i, r in enumerate(rows):
+    out[i, :len(r)] = r
   return out, lens
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], bucket: int, pad_id: int):
+  return _right_pad(prompts, bucket, pad_id, lambda i, n: f"prompt {i} has {n} tokens; the "
+                    f"prompt bucket is {bucket}")
+
+
+def pad_instructions(instructions: Sequence[Sequence[int]], length: int, pad_id: int):
+  """Per-task instruction ids -> ([B, length] right-padded, lengths [B])."""
+  return _right_pad(instructions, length, pad_id, lambda i, n: f"the instruction of task {i} "
+                    f"has {n} tokens, more than sampler.instruction_len={length}")
 
 
 def turn_token_lists(out: sampler_lib.SampleOutput) -> list[list[list[int]]]:
@@ -73,8 +85,13 @@ def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any
   prompt_ids = env.prompt_tokens(tasks)
   bucket = cfg.bucket(max(len(p) for p in prompt_ids))
   prompts, lens = pad_prompts(prompt_ids, bucket, env.pad_id)
-  instr = np.asarray(env.instruction_tokens(), np.int32)
-  out = sampler(params, prompts, lens, instr if cfg.num_turns > 1 else None, None, key)
+  if cfg.num_turns > 1:
+    instr, instr_lens = pad_instructions(env.instructions(tasks), cfg.instruction_len,
+                                         env.pad_id)
+    out = sampler(params, prompts, lens, instr, instr_lens, key)
+  else:
+    instr = np.zeros((1, 0), np.int32)
+    out = sampler(params, prompts, lens, None, None, key)
   seq, valid, turn_masks = _assemble(out, prompts, instr, env.pad_id)
   row_tasks = [t for t in tasks for _ in range(cfg.rows_per_prompt)]
   return Pending(env=env, row_tasks=row_tasks, out=out, tokens=seq, input_mask=valid,

@@ -42,22 +42,31 @@ class SFTConfig:
       raise ValueError(f"SFTConfig.learning_rate={self.learning_rate}: must be positive")
 
 
-Example = tuple[Sequence[int], Sequence[int]]  # (context ids, response ids)
+# (context ids, response ids), or a conversation: (context 1, response 1, context 2, ...).
+Example = tuple[Sequence[int], ...]
 
 
 def pack(examples: Sequence[Example], seq_len: int, pad_id: int = 0):
-  """Right-padded rows: tokens, input_mask and loss_mask (response tokens) [N, seq_len]."""
+  """Right-padded rows: tokens, input_mask and loss_mask (response tokens) [N, seq_len].
+
+  An example alternates context and response segments; the loss covers every response."""
   n = len(examples)
   tokens = np.full((n, seq_len), pad_id, np.int32)
   input_mask = np.zeros((n, seq_len), bool)
   loss_mask = np.zeros((n, seq_len), bool)
-  for r, (ctx, resp) in enumerate(examples):
-    ids = list(ctx) + list(resp)
-    if len(ids) > seq_len:
-      raise ValueError(f"SFT example {r} has {len(ids)} tokens, more than seq_len={seq_len}")
-    tokens[r, :len(ids)] = ids
-    input_mask[r, :len(ids)] = True
-    loss_mask[r, len(ctx):len(ids)] = True
+  for r, segments in enumerate(examples):
+    if len(segments) % 2:
+      raise ValueError(f"SFT example {r} has {len(segments)} segments; expected (context, "
+                       "response) pairs")
+    total = sum(len(x) for x in segments)
+    if total > seq_len:
+      raise ValueError(f"SFT example {r} has {total} tokens, more than seq_len={seq_len}")
+    at = 0
+    for i, seg in enumerate(segments):
+      tokens[r, at:at + len(seg)] = seg
+      loss_mask[r, at:at + len(seg)] = i % 2 == 1
+      at += len(seg)
+    input_mask[r, :at] = True
   return tokens, input_mask, loss_mask
 
 

@@ -69,6 +69,83 @@ def test_bad_family_names_the_field():
   c.model.base.habit = 0.5
   with pytest.raises(ValueError, match="model.base.habit=0.5.*'sort'"):
     embedded.recipe_from_config(c)
+  c = embedded_config.get_config()
+  c.model.base.dialogue = 0
+  with pytest.raises(ValueError, match="model.base.dialogue=0"):
+    embedded.recipe_from_config(c)
+  c.model.base.dialogue, c.model.base.preamble = 2, 1.5
+  with pytest.raises(ValueError, match="model.base.preamble=1.5"):
+    embedded.recipe_from_config(c)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  from score_jax.tokenizer import Tokenizer
+  return Tokenizer.from_proto(embedded.train_tokenizer(embedded.BaseRecipe(), num_problems=300))
+
+
+def test_dialogue_examples_never_repeat_a_problem(tokenizer):
+  """SFT conversations hold independent problems, each answered once; the loss covers every
+  answer and nothing else; later turns are rendered exactly like a turn-2 user turn."""
+  from score_jax import sft
+  env = embedded.PairSumEnvironment(tokenizer, restate=True)
+  ps = pair_sum.problems("sft", 0, 40)
+  ex = embedded.first_attempt_examples(env, ps, np.random.default_rng(0), 0.0, dialogue=2,
+                                       preamble=0.5)
+  assert sorted({len(e) // 2 for e in ex}) == [1, 2] and sum(len(e) // 2 for e in ex) == 40
+  tokens, input_mask, loss_mask = sft.pack(ex, 128, tokenizer.pad_id)
+  at = 0
+  for r, e in enumerate(ex):
+    problems = ps[at:at + len(e) // 2]
+    at += len(problems)
+    assert tokens[r][loss_mask[r]].tolist() == np.concatenate(e[1::2]).tolist()
+    assert [tokenizer.decode(list(y)) for y in e[1::2]] == [" " + p.answer for p in problems]
+    assert int(input_mask[r].sum()) == sum(len(x) for x in e)
+    ids = np.concatenate(e).tolist()
+    assert tokens[r][:len(ids)].tolist() == ids
+    if len(problems) == 2:
+      later = tokenizer.decode(list(e[2]))
+      assert problems[1].prompt in later and problems[0].prompt not in later
+      assert (embedded.CORRECTION in later) == (list(e[2]) == env.turn_tokens(
+          embedded.CORRECTION + "\n" + problems[1].prompt))
+  one = embedded.first_attempt_examples(env, ps[:5], np.random.default_rng(0), 0.0)
+  assert [len(e) for e in one] == [2] * 5
+  with pytest.raises(ValueError, match="3 segments"):
+    sft.pack([([1], [2], [3])], 8)
+
+
+def test_restated_instruction_and_per_task_rollout(tokenizer):
+  """restate=True: the turn-2 instruction ends with the task's whole problem; the rollout
+  appends each row's own instruction after its first attempt."""
+  import jax
+  from score_jax import rollout, sampler as sampler_lib
+  from score_jax.model import init_model
+  ps = pair_sum.problems("eval", 0, 3)
+  plain = embedded.PairSumEnvironment(tokenizer)
+  env = embedded.PairSumEnvironment(tokenizer, restate=True)
+  assert plain.instructions(ps) == [plain.instruction_tokens()] * 3
+  instr = env.instructions(ps)
+  for p, ids in zip(ps, instr):
+    text = tokenizer.decode(ids)
+    assert text.count(pair_sum.QUESTION) == 1 and text.rstrip().endswith(p.prompt)
+    assert embedded.CORRECTION in text
+  model = init_model(embedded.BaseRecipe().model_config(tokenizer.vocab_size), seed=0)
+  cfg = sampler_lib.SamplerConfig(prompt_buckets=(32,), turn_budgets=(3, 3),
+                                  instruction_len=max(map(len, instr)), greedy=True,
+                                  stop_ids=tuple(env.stop_ids), pad_id=env.pad_id)
+  from flax import nnx
+  pending = rollout.collect_async(sampler_lib.Sampler(model, cfg), nnx.state(model), env, ps,
+                                  jax.random.key(0))
+  t1, _ = rollout.turn_token_lists(pending.out)
+  for r, p in enumerate(ps):
+    row = np.asarray(pending.tokens[r])[np.asarray(pending.input_mask[r])].tolist()
+    start = len(env.prompt_tokens([p])[0]) + len(t1[r])
+    assert row[start:start + len(instr[r])] == instr[r]
+  short = sampler_lib.SamplerConfig(prompt_buckets=(32,), turn_budgets=(3, 3),
+                                    instruction_len=8, stop_ids=tuple(env.stop_ids))
+  with pytest.raises(ValueError, match="sampler.instruction_len=8"):
+    rollout.collect_async(sampler_lib.Sampler(model, short), nnx.state(model), env, ps,
+                          jax.random.key(0))
 
 
 def test_main_job_shortened_writes_the_report(tmp_path):

@@ -51,10 +51,12 @@ TEMPLATE = "gemma"
 FAMILIES = {"pair_sum": pair_sum, "sort": sort_list}  # task.embedded.family -> its module
 
 
+CORRECTION = "There might be an error in the answer above. Correct it if needed."
+
+
 def instruction_text(family: str = "pair_sum") -> str:
   """The paper's instruction made for the task: it ends by asking the question again."""
-  return ("There might be an error in the answer above. Correct it if needed. "
-          + task_module(family).QUESTION)
+  return CORRECTION + " " + task_module(family).QUESTION
 
 
 def task_module(family: str):
@@ -83,6 +85,8 @@ class BaseRecipe:
   noise: float = 0.3
   habit: float = 0.0  # pair_sum: P(first two numbers) when the target > habit_above
   habit_above: int = 22
+  dialogue: int = 1  # SFT conversations hold 1..dialogue independent problems
+  preamble: float = 0.0  # P(a later SFT user turn opens with the CORRECTION sentence)
   sft: sft_lib.SFTConfig = sft_lib.SFTConfig()
   seed: int = 0
 
@@ -105,6 +109,11 @@ def recipe_from_config(config: ml_collections.ConfigDict) -> BaseRecipe:
   if b.embed_dim % b.num_heads:
     raise ValueError(f"config.model.base.num_heads={b.num_heads}: does not divide "
                      f"embed_dim={b.embed_dim}")
+  if b.dialogue < 1:
+    raise ValueError(f"config.model.base.dialogue={b.dialogue}: problems per SFT conversation "
+                     "must be at least 1")
+  if not 0.0 <= b.preamble <= 1.0:
+    raise ValueError(f"config.model.base.preamble={b.preamble}: a probability, in [0, 1]")
   if b.habit and t.family != "pair_sum":
     raise ValueError(f"config.model.base.habit={b.habit}: only the pair_sum family has that "
                      f"slip (task.embedded.family={t.family!r})")
@@ -113,7 +122,7 @@ def recipe_from_config(config: ml_collections.ConfigDict) -> BaseRecipe:
       vocab_size=b.vocab_size,
       num_layers=b.num_layers, embed_dim=b.embed_dim, num_heads=b.num_heads,
       num_kv_heads=b.num_kv_heads, noise=b.noise, habit=b.habit,
-      habit_above=b.habit_above,
+      habit_above=b.habit_above, dialogue=b.dialogue, preamble=b.preamble,
       sft=sft_lib.SFTConfig(steps=b.sft_steps, batch_size=b.sft_batch_size,
                             learning_rate=b.sft_learning_rate, seq_len=b.sft_seq_len),
       seed=b.seed)
@@ -128,13 +137,18 @@ def response_text(answer: str) -> str:
 
 
 class PairSumEnvironment(environments.Environment):
-  """Pair-sum problems through a tokenizer with the Gemma chat template."""
+  """Pair-sum problems through a tokenizer with the Gemma chat template.
+
+  `restate`: the turn-2 instruction ends with the whole problem again instead of the bare
+  question (a base trained on conversations then re-solves at turn 2; WORKSPACE.md)."""
 
   kind = "math"
 
   def __init__(self, tokenizer: Tokenizer, spec=pair_sum.Spec(),
-               instruction: str | None = None, eval_seed: int = 0, family: str = "pair_sum"):
+               instruction: str | None = None, eval_seed: int = 0, family: str = "pair_sum",
+               restate: bool = False):
     self.task = task_module(family)
+    self.restate = restate
     instruction = instruction_text(family) if instruction is None else instruction
     self.tokenizer = tokenizer
     self.spec = spec
@@ -159,6 +173,20 @@ class PairSumEnvironment(environments.Environment):
 
   def instruction_tokens(self):
     return self._instruction
+
+  def instructions(self, tasks):
+    if not self.restate:
+      return super().instructions(tasks)
+    # The instruction's closing question is replaced by the whole problem.
+    q = self.task.QUESTION
+    lead = self.instruction[:-len(q)].rstrip() if self.instruction.endswith(q) else \
+        self.instruction
+    return [self.turn_tokens(lead + "\n" + p.prompt) for p in tasks]
+
+  def turn_tokens(self, user_text: str) -> list[int]:
+    """Ids of a later user turn (after a model turn's <end_of_turn>), model turn opened."""
+    return self.tokenizer.encode(prompts_lib.render_turn2_suffix(
+        self.kind, TEMPLATE, include_end_of_turn=False, instruction=user_text), add_bos=False)
 
   def score(self, tasks, attempts):
     texts = [self.tokenizer.decode(a) for a in attempts]
@@ -201,11 +229,26 @@ def train_tokenizer(recipe: BaseRecipe, num_problems: int = 3000) -> bytes:
 
 
 def first_attempt_examples(env: PairSumEnvironment, problems: Sequence[pair_sum.Problem],
-                           rng: np.random.Generator, noise: float, **habit):
-  """(prompt, first attempt) pairs of the careless solver: what the base model sees."""
-  return list(zip(env.prompt_tokens(problems),
-                  [env.response_tokens(env.task.noisy_attempt(p, rng, noise, **habit))
-                   for p in problems]))
+                           rng: np.random.Generator, noise: float, dialogue: int = 1,
+                           preamble: float = 0.0, **habit):
+  """Conversations of the careless solver: what the base model sees.
+
+  Each holds 1..`dialogue` *independent* problems, each answered once (a first attempt), so
+  the model learns to answer a problem at any position of a conversation but never sees a
+  problem asked twice or an answer revised."""
+  out, i = [], 0
+  while i < len(problems):
+    k = 1 if dialogue == 1 else min(int(rng.integers(1, dialogue + 1)), len(problems) - i)
+    segments = []
+    for j, p in enumerate(problems[i:i + k]):
+      if j == 0:
+        ctx = env.prompt_tokens([p])[0]
+      else:
+        ctx = env.turn_tokens((CORRECTION + "\n" if rng.random() < preamble else "") + p.prompt)
+      segments += [ctx, env.response_tokens(env.task.noisy_attempt(p, rng, noise, **habit))]
+    out.append(tuple(segments))
+    i += k
+  return out
 
 
 def default_base_dir(recipe: BaseRecipe) -> str:
@@ -236,12 +279,15 @@ def build_base_model(directory: str, recipe: BaseRecipe) -> dict:
     print(f"building the embedded base model ({recipe.num_layers} layers, d={recipe.embed_dim}, "
           f"vocab {tok.vocab_size}): SFT on first attempts, {cfg.steps} steps", flush=True)
 
+    per_step = cfg.batch_size * recipe.dialogue
+
     def batch(step):
-      return first_attempt_examples(
-          env, env.task.problems("sft", step * cfg.batch_size, cfg.batch_size, recipe.spec,
-                                 recipe.seed),
-          np.random.default_rng([recipe.seed, step]), recipe.noise,
+      rng = np.random.default_rng([recipe.seed, step])
+      examples = first_attempt_examples(
+          env, env.task.problems("sft", step * per_step, per_step, recipe.spec, recipe.seed),
+          rng, recipe.noise, recipe.dialogue, recipe.preamble,
           **({"habit": recipe.habit, "habit_above": recipe.habit_above} if recipe.habit else {}))
+      return examples[:cfg.batch_size] if recipe.dialogue > 1 else examples
 
     def progress(step, loss):
       print(f"  sft {step}/{cfg.steps} loss {loss:.3f} ({time.perf_counter() - t0:.0f}s)",
@@ -312,7 +358,8 @@ def load_model(directory: str, dtype: str | None = None) -> Transformer:
 def environment_from_config(config: ml_collections.ConfigDict) -> PairSumEnvironment:
   directory = ensure_base_model(config)
   recipe = recipe_from_config(config)
-  return PairSumEnvironment(load_tokenizer(directory), recipe.spec, family=recipe.family)
+  return PairSumEnvironment(load_tokenizer(directory), recipe.spec, family=recipe.family,
+                            restate=config.task.embedded.restate)
 
 
 def load_policy(config: ml_collections.ConfigDict) -> Transformer:
