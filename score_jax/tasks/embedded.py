@@ -156,9 +156,7 @@ class PairSumEnvironment(environments.Environment):
     self.stop_ids = tuple(tokenizer.stop_ids)
     self.eval_seed = eval_seed
     self.instruction = instruction
-    # y1 ends with the model's own <end_of_turn>: the suffix starts after it.
-    self._instruction = tokenizer.encode(prompts_lib.render_turn2_suffix(
-        self.kind, TEMPLATE, include_end_of_turn=False, instruction=instruction), add_bos=False)
+    self._instruction = self.turn_tokens(instruction)
 
   def prompt_text(self, p: pair_sum.Problem) -> str:
     return prompts_lib.render_user_turn(p.prompt, TEMPLATE)
@@ -184,7 +182,8 @@ class PairSumEnvironment(environments.Environment):
     return [self.turn_tokens(lead + "\n" + p.prompt) for p in tasks]
 
   def turn_tokens(self, user_text: str) -> list[int]:
-    """Ids of a later user turn (after a model turn's <end_of_turn>), model turn opened."""
+    """Ids of a later user turn, model turn opened. It starts right after the previous
+    model turn's own <end_of_turn> (y1 ends with it)."""
     return self.tokenizer.encode(prompts_lib.render_turn2_suffix(
         self.kind, TEMPLATE, include_end_of_turn=False, instruction=user_text), add_bos=False)
 
@@ -287,7 +286,7 @@ def build_base_model(directory: str, recipe: BaseRecipe) -> dict:
           env, env.task.problems("sft", step * per_step, per_step, recipe.spec, recipe.seed),
           rng, recipe.noise, recipe.dialogue, recipe.preamble,
           **({"habit": recipe.habit, "habit_above": recipe.habit_above} if recipe.habit else {}))
-      return examples[:cfg.batch_size] if recipe.dialogue > 1 else examples
+      return examples[:cfg.batch_size]  # conversations hold >= 1 problem: enough of them
 
     def progress(step, loss):
       print(f"  sft {step}/{cfg.steps} loss {loss:.3f} ({time.perf_counter() - t0:.0f}s)",
