@@ -237,6 +237,7 @@ def first_attempt_examples(env: PairSumEnvironment, problems: Sequence[pair_sum.
   problem asked twice or an answer revised."""
   out, i = [], 0
   while i < len(problems):
+    # dialogue=1 draws no conversation length, so the default SFT data stays as it was.
     k = 1 if dialogue == 1 else min(int(rng.integers(1, dialogue + 1)), len(problems) - i)
     segments = []
     for j, p in enumerate(problems[i:i + k]):
