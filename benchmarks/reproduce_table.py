@@ -121,7 +121,8 @@ def run_rl(method: str, seed: int, workdir: str):
 
 
 def sample_base(trainer: Trainer, seed: int, n_problems: int):
-  """(problem, y1 tokens, y2 tokens, r1, r2) of the base's own two-turn samples (T = 1)."""
+  """(problem, y1 tokens, y2 tokens, r1, r2) of the base's own two-turn samples (at the
+  rollout temperature)."""
   out = []
   b = trainer.config.batch_size
   for i in range(max(1, n_problems // b)):

@@ -66,6 +66,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Turn 2's baseline also removes the bonus's -alpha*r1 term (fixed before the second
   # attempt starts): same expected gradient, far less variance (score_jax.losses).
   c.loss.turn2_state_baseline = True
+  # True: Stage II keeps beta2 on turn 1 (the paper uses beta1 on both turns; see losses).
+  c.loss.anchor_turn1 = False
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-6

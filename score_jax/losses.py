@@ -17,7 +17,8 @@ Two steps, so that gradient accumulation over micro-batches is exact:
 2. `policy_loss(logp, ref_logp, turn_masks, advantages, cfg)` (per micro-batch, under
    `jax.grad`): per token
      loss = -sg(A_turn) * logp + beta_turn * kl(logp, ref_logp)
-   with beta per turn: stage1 (beta2, beta1); stage2 and single_turn beta1 on every turn.
+   with beta per turn: stage1 (beta2, beta1); stage2 and single_turn beta1 on every turn
+   (stage2 with `anchor_turn1`: (beta2, beta1), turn 1 held as in Stage I).
    Returned as (sum, count) over tokens ('token' aggregation) or over attempts ('sequence':
    each attempt's token mean), so sum(sums) / sum(counts) over micro-batches equals the
    full-batch loss.
@@ -61,6 +62,10 @@ class LossConfig:
   num_followups: int = 1
   aggregation: str = "token"
   turn2_state_baseline: bool = True
+  # Stage II keeps Stage I's beta2 on turn 1 (not the paper: it uses beta1 on both turns).
+  # A tiny model's first attempt otherwise drifts and stops writing the check that makes
+  # its mistakes visible to turn 2 (WORKSPACE.md, "The embedded task").
+  anchor_turn1: bool = False
 
   def __post_init__(self):
     def bad(field, msg):
@@ -90,7 +95,7 @@ class LossConfig:
   @property
   def kl_coefs(self) -> tuple[float, ...]:
     """beta of each turn's KL term."""
-    if self.stage == "stage1":
+    if self.stage == "stage1" or (self.stage == "stage2" and self.anchor_turn1):
       return (self.beta2, self.beta1)
     return (self.beta1,) * self.num_turns
 

@@ -67,7 +67,8 @@ def loss_config(config, stage: str) -> losses.LossConfig:
                            num_followups=config.sampler.followups if stage != "single_turn"
                            else 1,
                            aggregation=c.aggregation,
-                           turn2_state_baseline=c.turn2_state_baseline)
+                           turn2_state_baseline=c.turn2_state_baseline,
+                           anchor_turn1=c.anchor_turn1)
 
 
 def make_train_step(graphdef, optimizer, loss_cfg: losses.LossConfig, temperature: float,

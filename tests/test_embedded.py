@@ -41,10 +41,25 @@ def test_checker_accepts_the_answer_only(task):
 def test_pair_sum_checker_cases():
   p = pair_sum.Problem(id="x", numbers=(12, 5, 9, 17, 3, 6), target=20, solution=(3, 17))
   assert p.solution == (3, 17)
-  assert pair_sum.check(p, "17 + 3 = 20")[0] == 1.0  # order and the written sum are free
-  assert pair_sum.check(p, "3 + 17 = 21")[0] == 1.0
+  assert pair_sum.check(p, "17 + 3 = 20")[0] == 1.0  # order is free
+  assert pair_sum.check(p, "3 + 17")[0] == 1.0  # so is the working
   assert pair_sum.check(p, "10 + 10 = 20") == (0.0, "wrong_answer")  # not given numbers
-  assert pair_sum.check(p, "5 + 9 = 14") == (0.0, "wrong_answer")
+  assert pair_sum.check(p, "5 + 9 = 14 ≠ 20") == (0.0, "wrong_answer")
+  # Written working must be true, so RL cannot hide a mistake by writing the target.
+  assert pair_sum.check(p, "3 + 17 = 21") == (0.0, "wrong_answer")
+  assert pair_sum.check(p, "3 + 17 = 20 ≠ 20") == (0.0, "wrong_answer")
+  assert pair_sum.working_is_true(p, "5 + 9 = 14 ≠ 20")
+  assert not pair_sum.working_is_true(p, "5 + 9 = 20")  # the false sum hides the miss
+  assert not pair_sum.working_is_true(p, "5 + 9 = 14")  # the verdict is missing
+  assert not pair_sum.working_is_true(p, "5 + 9 = 14 ≠ 21")  # the wrong target
+  assert pair_sum.format_answer(5, 9, 20) == "5 + 9 = 14 ≠ 20"
+  assert pair_sum.format_answer(3, 17, 20) == "3 + 17 = 20"
+  assert pair_sum.parse_answer(" 5 + 9 = 14 ≠ 20") == (5, 9)
+  # The slip: on a large target, the first two numbers, with the check that shows it.
+  big = pair_sum.Problem(id="y", numbers=(12, 5, 9, 17, 3, 8), target=25, solution=(8, 17))
+  assert pair_sum.noisy_attempt(big, np.random.default_rng(0), 0.0, habit=1.0) == \
+      "5 + 12 = 17 ≠ 25"
+  assert pair_sum.noisy_attempt(p, np.random.default_rng(0), 0.0, habit=1.0) == p.answer
 
 
 def test_sort_checker_and_careless_solver():

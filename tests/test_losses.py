@@ -192,3 +192,21 @@ def test_followup_groups_baselines():
   np.testing.assert_allclose(adv[1], [11, -11, 0, 0, -11, 11, 0, 0])
   with pytest.raises(ValueError, match="num_followups"):
     LC(stage="single_turn", alpha=0.0, num_followups=2)
+
+
+def test_anchor_turn1_keeps_beta2_on_turn1_in_stage2():
+  # The paper's Stage II: beta1 on both turns; anchored: Stage I's beta2 on turn 1, the
+  # reward terms unchanged.
+  logp, ref, masks = _batch()
+  r = jnp.array([[0.0, 1.0], [1.0, 1.0]])
+  plain = LC(stage="stage2", alpha=10.0, beta1=0.05, beta2=0.7, kl_estimator="k1",
+             baseline="none", num_samples=1, turn2_state_baseline=False)
+  anchored = dataclasses.replace(plain, anchor_turn1=True)
+  assert plain.kl_coefs == (0.05, 0.05) and anchored.kl_coefs == (0.7, 0.05)
+  assert LC(stage="stage1", beta1=0.05, beta2=0.7, anchor_turn1=True).kl_coefs == (0.7, 0.05)
+  adv = losses.turn_advantages(r, anchored)
+  np.testing.assert_allclose(adv, losses.turn_advantages(r, plain))
+  g = jax.grad(lambda x: losses.policy_loss(x, ref, masks, adv, anchored)[0])(logp)
+  k1 = logp - ref
+  np.testing.assert_allclose(g * masks[0], (-adv[0][:, None] + 0.7 * k1) * masks[0], atol=1e-6)
+  np.testing.assert_allclose(g * masks[1], (-adv[1][:, None] + 0.05 * k1) * masks[1], atol=1e-6)

@@ -7,9 +7,11 @@
   *first attempts only*, as a pretrained model would be: it has never seen a second turn, so
   its prompted self-correction behaves like the paper's base models (Δ ≤ 0). The first
   attempts come from a careless but honest solver (`pair_sum.noisy_attempt`): a fraction of
-  them name a wrong pair, always with its true sum. The noise is what makes the base model
-  learn to *work out* the sum it writes instead of copying the target, so that its mistakes
-  are visible to a second attempt (see WORKSPACE.md, "The embedded task").
+  them name a wrong pair, always with its true check ("3 + 9 = 12 ≠ 20"), and with `habit`
+  it often adds the first two numbers on large targets, a slip the model then makes greedily.
+  The noise is what makes the base model learn to *work out* the check it writes instead of
+  copying the target, so that its mistakes are visible to a second attempt (see
+  WORKSPACE.md, "The embedded task").
 
 The base model is built once and cached in a directory (`config.model.path`, default
 `$SCORE_JAX_CACHE/embedded_base-<recipe hash>`, `$SCORE_JAX_CACHE` defaulting to
@@ -46,7 +48,7 @@ from score_jax.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # bump when the recipe's meaning changes: cached base models rebuild
+FORMAT_VERSION = 4  # bump when the recipe's meaning changes: cached base models rebuild
 TEMPLATE = "gemma"
 FAMILIES = {"pair_sum": pair_sum, "sort": sort_list}  # task.embedded.family -> its module
 
@@ -116,7 +118,7 @@ def recipe_from_config(config: ml_collections.ConfigDict) -> BaseRecipe:
     raise ValueError(f"config.model.base.preamble={b.preamble}: a probability, in [0, 1]")
   if b.habit and t.family != "pair_sum":
     raise ValueError(f"config.model.base.habit={b.habit}: only the pair_sum family has that "
-                     f"slip (task.embedded.family={t.family!r})")
+                     f"slip (task.embedded.family={t.family!r}); set it to 0")
   return BaseRecipe(
       spec=task_module(t.family).Spec(count=t.count, max_value=t.max_value), family=t.family,
       vocab_size=b.vocab_size,

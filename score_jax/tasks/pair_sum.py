@@ -6,10 +6,12 @@
     -> 3 + 17 = 20
 
 Exactly one pair of the (distinct) numbers adds up to the target. Finding it is a search
-over all pairs; checking an attempt is reading its written sum and comparing it with the
-target, which is what a second attempt can do with the first one in its context. An answer
-is correct when it names two different given numbers that add up to the target (the written
-sum is the attempt's working; the checker recomputes it). The checker is exact.
+over all pairs; checking an attempt is working out its sum and comparing it with the target.
+An attempt writes that check: "3 + 9 = 12 ≠ 20" marks a pair that misses the target, so a
+mistake stays visible to a second attempt with the first one in its context. An answer is
+correct when it names two different given numbers that add up to the target and its working,
+if written, is true (a false sum or verdict scores 0: RL cannot erase the check that makes a
+mistake visible). The checker is exact.
 
 Problems are a pure function of (split, index): unlimited fresh training problems, and a
 fixed held-out set, disjoint by a content hash (`score_jax.tasks.splits`).
@@ -26,7 +28,7 @@ from score_jax.rewards import types as reasons
 from score_jax.tasks import splits
 
 QUESTION = "Which two numbers add up to the target?"
-_ANSWER = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*(?:=\s*(\d+)\s*)?$")
+_ANSWER = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*(?:=\s*(\d+)\s*(?:≠\s*(\d+)\s*)?)?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,29 +62,31 @@ class Problem:
 
   @property
   def answer(self) -> str:
-    return format_answer(*self.solution)
+    return format_answer(*self.solution, self.target)
 
 
-def format_answer(a: int, b: int) -> str:
-  """An attempt at the pair (a, b), with its sum worked out."""
-  return f"{a} + {b} = {a + b}"
+def format_answer(a: int, b: int, target: int) -> str:
+  """An attempt at the pair (a, b) with its check worked out: the sum, and "≠ target" when
+  it misses. (" ≠" rather than ", not": BPE would merge " 12," into one piece, and a model
+  then stops writing true sums.)"""
+  return f"{a} + {b} = {a + b}" + ("" if a + b == target else f" ≠ {target}")
 
 
 def noisy_attempt(p: Problem, rng: np.random.Generator, noise: float,
                   habit: float = 0.0, habit_above: int = 22) -> str:
   """A first attempt of a careless but honest solver: with probability `noise` a wrong pair
-  of the given numbers, always with its true sum (so the mistake is visible in the sum).
+  of the given numbers, always with its true check (so the mistake is visible).
 
   `habit`: a systematic slip on top: when the target is large (> `habit_above`), with
   probability `habit` the solver just adds the first two numbers it reads. A model trained
   on this makes that slip greedily on such problems, though it has seen them solved."""
   if habit and p.target > habit_above and rng.random() < habit:
-    return format_answer(*sorted(p.numbers[:2]))
+    return format_answer(*sorted(p.numbers[:2]), p.target)
   if rng.random() < noise:
     while True:
       a, b = sorted(int(x) for x in rng.choice(p.numbers, 2, replace=False))
       if (a, b) != p.solution:
-        return format_answer(a, b)
+        return format_answer(a, b, p.target)
   return p.answer
 
 
@@ -112,18 +116,30 @@ def problems(split: str, start: int, n: int, spec: Spec = Spec(), seed: int = 0)
 
 
 def parse_answer(text: str) -> tuple[int, int] | None:
-  """'3 + 17 = 20' or '3 + 17' -> (3, 17); anything else -> None."""
+  """'3 + 17 = 20', '3 + 9 = 12 ≠ 20' or '3 + 17' -> the pair; anything else -> None."""
   m = _ANSWER.match(text)
   return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def working_is_true(p: Problem, text: str) -> bool:
+  """Whether the written check (sum and verdict, where written) is true; a bare pair is."""
+  m = _ANSWER.match(text)
+  if not m or m.group(3) is None:
+    return bool(m)
+  a, b, total, verdict = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
+  misses = a + b != p.target
+  return total == a + b and (verdict is not None) == misses and (
+      verdict is None or int(verdict) == p.target)
+
+
 def check(p: Problem, text: str) -> tuple[float, str]:
   """(reward, reason): 1.0 iff the answer names two different given numbers summing to the
-  target."""
+  target and its written working is true."""
   pair = parse_answer(text)
   if pair is None:
     return 0.0, reasons.NO_ANSWER
   a, b = pair
-  if a != b and a in p.numbers and b in p.numbers and a + b == p.target:
+  if (a != b and a in p.numbers and b in p.numbers and a + b == p.target
+      and working_is_true(p, text)):
     return 1.0, reasons.CORRECT
   return 0.0, reasons.WRONG_ANSWER
