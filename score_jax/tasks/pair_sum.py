@@ -124,8 +124,12 @@ def parse_answer(text: str) -> tuple[int, int] | None:
 def working_is_true(p: Problem, text: str) -> bool:
   """Whether the written check (sum and verdict, where written) is true; a bare pair is."""
   m = _ANSWER.match(text)
-  if not m or m.group(3) is None:
-    return bool(m)
+  return bool(m) and _working_matches(p, m)
+
+
+def _working_matches(p: Problem, m: re.Match) -> bool:
+  if m.group(3) is None:
+    return True
   a, b, total, verdict = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
   misses = a + b != p.target
   return total == a + b and (verdict is not None) == misses and (
@@ -135,11 +139,11 @@ def working_is_true(p: Problem, text: str) -> bool:
 def check(p: Problem, text: str) -> tuple[float, str]:
   """(reward, reason): 1.0 iff the answer names two different given numbers summing to the
   target and its written working is true."""
-  pair = parse_answer(text)
-  if pair is None:
+  m = _ANSWER.match(text)
+  if m is None:
     return 0.0, reasons.NO_ANSWER
-  a, b = pair
+  a, b = int(m.group(1)), int(m.group(2))
   if (a != b and a in p.numbers and b in p.numbers and a + b == p.target
-      and working_is_true(p, text)):
+      and _working_matches(p, m)):
     return 1.0, reasons.CORRECT
   return 0.0, reasons.WRONG_ANSWER
