@@ -105,7 +105,11 @@ def main(argv):
   config = _load_config(_DATASET.value)
   config.task.source = _SOURCE.value
   if _BUDGETS.value:
-    config.sampler.turn_budgets = tuple(int(b) for b in _BUDGETS.value)
+    try:
+      config.sampler.turn_budgets = tuple(int(b) for b in _BUDGETS.value)
+    except ValueError:
+      raise ValueError(f"--turn_budgets={','.join(_BUDGETS.value)!r}: expected integers, "
+                       "e.g. 128,128") from None
   if _TEMPLATE.value:
     config.model.chat_template = _TEMPLATE.value
   config_lib.validate(config)
@@ -162,4 +166,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from score_jax import cli
+  cli.run(main)  # bad input (flags, config): one line on stderr, exit 2

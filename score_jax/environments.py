@@ -127,7 +127,9 @@ class DatasetEnvironment(Environment):
           code = t.prompt + code  # a HumanEval-style completion of the given signature
         programs.append(code)
       tests = [(t.test_setup or "") + "\n" + t.reference for t in tasks]
-      res = self.grader.run_tests(programs, tests)
+      res = self.grader.run_tests(programs, tests, [t.entry_point or "" for t in tasks])
+      return Scores(rewards=np.asarray(res.rewards, np.float32), reasons=list(res.reasons),
+                    texts=texts, tests_passed=res.tests_passed, tests_total=res.tests_total)
     else:
       res = self.grader.grade(texts, [t.reference for t in tasks],
                               mode="gsm8k" if self.kind == "gsm8k" else "math")
@@ -175,7 +177,7 @@ def load_tokenizer(config):
   return tok_lib.Tokenizer.from_file(path)
 
 
-def _check_task_sources(config) -> None:
+def check_task_sources(config) -> None:
   """Fails fast, before any model loads, on missing files or unknown datasets."""
   from score_jax.data import tasks as tasks_lib
   t = config.task
@@ -197,13 +199,30 @@ def from_config(config: ml_collections.ConfigDict) -> Environment:
     from score_jax.tasks import embedded
     return embedded.environment_from_config(config)
   from score_jax.data import tasks as tasks_lib
-  _check_task_sources(config)
+  check_task_sources(config)
   t = config.task
   train = tasks_lib.load_tasks(t.name, t.source or None, t.train_split) \
       if t.train_split else []
   held_out = tasks_lib.load_tasks(t.name, (t.eval_source or t.source) or None, t.eval_split) \
       if t.eval_split else []
-  return DatasetEnvironment(load_tokenizer(config), template_for(config), train, held_out)
+  grader = None
+  if any(task.kind == "code" for task in train + held_out):
+    grader = code_sandbox(config)
+  return DatasetEnvironment(load_tokenizer(config), template_for(config), train, held_out,
+                            grader=grader)
+
+
+def code_sandbox(config: ml_collections.ConfigDict):
+  """The sandbox `config.task.sandbox` describes, its mode chosen now: without bubblewrap
+  (and without task.sandbox.allow_unconfined) a code run fails here, before any model
+  loads, with `SandboxUnavailable` naming the package."""
+  from score_jax.rewards.code_sandbox import CodeSandbox, SandboxConfig
+  s = config.task.sandbox
+  sandbox = CodeSandbox(SandboxConfig(
+      timeout_s=float(s.timeout_s), memory_mb=int(s.memory_mb),
+      workers=int(s.workers) or SandboxConfig.workers, allow_unconfined=bool(s.allow_unconfined)))
+  sandbox.uses_bwrap  # noqa: B018 (probes bubblewrap, raises if no sandbox may run)
+  return sandbox
 
 
 def load_policy(config: ml_collections.ConfigDict, env: Environment):

@@ -51,15 +51,19 @@ def sample_and_score(sampler, params, env, tasks, batch_size, key):
     pending = rollout_lib.collect_async(sampler, params, env, chunk, jax.random.fold_in(key, b))
     for t, s in enumerate(pending.score()):
       keep = real * n
-      per_turn_scores[t].append(rollout_lib.Scores(rewards=s.rewards[:keep],
-                                                   reasons=s.reasons[:keep],
-                                                   texts=s.texts[:keep]))
+      cut = lambda v: None if v is None else v[:keep]  # noqa: E731
+      per_turn_scores[t].append(rollout_lib.Scores(
+          rewards=s.rewards[:keep], reasons=s.reasons[:keep], texts=s.texts[:keep],
+          tests_passed=cut(s.tests_passed), tests_total=cut(s.tests_total)))
   merged = []
   for scores in per_turn_scores:
+    join = lambda f: None if any(getattr(s, f) is None for s in scores) else \
+        np.concatenate([getattr(s, f) for s in scores])  # noqa: E731
     merged.append(rollout_lib.Scores(
         rewards=np.concatenate([s.rewards for s in scores]),
         reasons=[r for s in scores for r in s.reasons],
-        texts=[x for s in scores for x in s.texts]))
+        texts=[x for s in scores for x in s.texts],
+        tests_passed=join("tests_passed"), tests_total=join("tests_total")))
   return merged
 
 
@@ -80,6 +84,8 @@ def evaluate_two_turns(sampler: sampler_lib.Sampler, params, env, tasks: Sequenc
     rec.update(attempts=[t.texts[row] for t in turns],
                rewards=[float(t.rewards[row]) for t in turns],
                reasons=[t.reasons[row] for t in turns])
+    if all(t.tests_total is not None for t in turns):  # code: test cases passed / in all
+      rec["tests"] = [[int(t.tests_passed[row]), int(t.tests_total[row])] for t in turns]
     records.append(rec)
   return EvalResult(metrics={k: int(v) if k == "n" else float(v) for k, v in m.items()},
                     records=records)
@@ -96,10 +102,10 @@ def _majority(answers: Sequence[str | None]) -> int | None:
 
 def _check_scaling_args(k: int, kind: str) -> None:
   if k < 2 or k % 2:
-    raise ValueError(f"sc_samples={k}: must be an even number >= 2")
+    raise ValueError(f"--sc_samples={k}: must be an even number >= 2")
   if kind == "code":
-    raise ValueError("sc_samples: the self-consistency comparison votes over final answers; "
-                     "it is defined for math tasks only, not code")
+    raise ValueError(f"--sc_samples={k}: the self-consistency comparison votes over final "
+                     "answers; it is defined for math tasks only, not code")
 
 
 def compute_scaling(params, env, tasks, model, sampler_cfg: sampler_lib.SamplerConfig,
@@ -160,12 +166,19 @@ def main(argv):
   config = FLAGS.config
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   config_lib.validate(config)
+  for name in ("num_problems", "batch_size", "sc_samples"):
+    if FLAGS[name].value < 0:
+      raise ValueError(f"--{name}={FLAGS[name].value}: must be non-negative (0 = default)")
+  if FLAGS.sc_samples:
+    _check_scaling_args(FLAGS.sc_samples, "math")  # the task kind is checked once it is read
+    if not FLAGS.sc_temperature > 0:
+      raise ValueError(f"--sc_temperature={FLAGS.sc_temperature}: must be positive")
   if FLAGS.checkpoint_dir and not os.path.isdir(FLAGS.checkpoint_dir):
     raise FileNotFoundError(f"--checkpoint_dir={FLAGS.checkpoint_dir!r} does not exist")
   env = environments.from_config(config)  # reads tasks: bad paths fail before the model
   tasks = env.eval_tasks(FLAGS.num_problems or config.task.num_eval or 10**9)
   if not tasks:
-    raise ValueError(f"no evaluation tasks in split {config.task.eval_split!r}")
+    raise ValueError(f"config.task.eval_split={config.task.eval_split!r}: no evaluation tasks")
   if FLAGS.sc_samples:
     _check_scaling_args(FLAGS.sc_samples, getattr(env, "kind", "math"))
   model = environments.load_policy(config, env)
@@ -209,6 +222,6 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  from absl import app
+  from score_jax import cli
   _define_flags()
-  app.run(main)
+  cli.run(main)  # input errors: one line on stderr, exit 2 (traceback with --verbosity=1)

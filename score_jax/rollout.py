@@ -21,11 +21,14 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class Scores:
-  """Rewards of one turn for every row: 1.0 correct, 0.0 otherwise, with reasons."""
+  """Rewards of one turn for every row: 1.0 correct, 0.0 otherwise, with reasons; for code,
+  the test cases passed / in all per row (None for math)."""
 
   rewards: np.ndarray
   reasons: list[str]
   texts: list[str]
+  tests_passed: np.ndarray | None = None
+  tests_total: np.ndarray | None = None
 
 
 def _right_pad(rows: Sequence[Sequence[int]], length: int, pad_id: int, too_long):

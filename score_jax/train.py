@@ -448,6 +448,12 @@ def main(argv):
   from ml_collections import config_flags  # noqa: F401 (flags registered below)
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir
+  # Every field, and that the dataset files exist, before anything loads or JAX starts
+  # (Trainer checks the mesh against the devices, which must wait for the distributed
+  # runtime).
+  config_lib.validate(config)
+  if config.task.name not in ("toy", "embedded"):
+    environments.check_task_sources(config)
   sharding.maybe_initialize_distributed(config.distributed)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   trainer = Trainer(config, workdir)
@@ -465,6 +471,6 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  from absl import app
+  from score_jax import cli
   _define_flags()
-  app.run(main)
+  cli.run(main)  # input errors: one line on stderr, exit 2 (traceback with --verbosity=1)

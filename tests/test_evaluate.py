@@ -472,9 +472,10 @@ def test_cli_missing_dataset_fails_before_the_model(tmp_path):
   proc, secs = _cli([f"--config={CONFIG}", f"--workdir={tmp_path / 'w'}",
                      f"--config.task.source={missing}", "--config.model.source=gguf",
                      f"--config.model.path={gguf}"], timeout=120)
-  assert proc.returncode != 0
+  assert proc.returncode == 2, proc.stderr[-3000:]  # an input error: one line, no traceback
   last = proc.stderr.strip().splitlines()[-1]
-  assert "FileNotFoundError" in last and str(missing) in last and "task.source" in last, last
+  assert last.startswith("error: config.task.source=") and str(missing) in last, last
+  assert "Traceback" not in proc.stderr
   assert "no_model.gguf" not in proc.stderr
   assert not (tmp_path / "w").exists()
   assert secs < 60, secs  # seconds: interpreter + imports, nothing compiled or loaded

@@ -6,7 +6,7 @@ from score_jax.rewards.code_sandbox import (
     SandboxConfig,
     bwrap_usable,
     classify_execution,
-    compose_program,
+    SandboxUnavailable,
     run_tests,
 )
 from score_jax.rewards.math_grader import (
@@ -57,7 +57,7 @@ __all__ = [
     "SandboxConfig",
     "Execution",
     "run_tests",
-    "compose_program",
+    "SandboxUnavailable",
     "classify_execution",
     "bwrap_usable",
 ]

@@ -1,41 +1,39 @@
-"""Run untrusted, model-written Python programs and their tests in a sandbox.
+"""Run untrusted, model-written Python programs against their tests in a sandbox.
 
-A program passes iff its process exits 0 after running the tests appended to it.
+The verdict is not the exit status.  Inside the sandbox, `harness` (its docstring says what
+is guaranteed and what is not) runs the program and the tests in two processes: the tests
+call the program over a socket and only plain data comes back.  The test process writes a
+report (passed / total test cases, why) holding a per-run secret that the program process
+never had; a run earns reward 1 only with that report, the secret intact, every test case
+passed, within the limits.  Exiting early, killing, monkeypatching or forging therefore
+gives 0, and the per-case counts are available beside the reward (`Execution`).
 
-Primary sandbox: bubblewrap (``bwrap``, Debian package ``bubblewrap``)
-  * fresh IPC/PID/network/UTS/cgroup namespaces (and a user namespace when we
-    are not root): no network at all (only the namespace's own loopback), the
-    program sees and can signal only its own processes, and everything in the
-    PID namespace dies with the run (``--die-with-parent``; on timeout the
-    namespace's init is killed, which takes the namespace down with it);
-  * a new mount tree holding only read-only binds of ``/usr`` (with the
-    ``/bin``/``/lib*`` links), ``ld.so.cache``/``localtime`` and the Python
-    installation, a private ``/proc``, a minimal ``/dev`` and a size-capped
-    tmpfs ``/tmp`` as the only writable place (the cwd): host files, the repo,
-    the host ``/tmp`` and ``$HOME`` are invisible;
+The sandbox: bubblewrap (``bwrap``, Debian package ``bubblewrap``), required by default
+  * fresh IPC/PID/network/UTS/cgroup namespaces (and a user namespace when we are not
+    root): no network at all (only the namespace's own loopback), the run sees and can
+    signal only its own processes, and everything in the PID namespace dies with the run
+    (``--die-with-parent``; on timeout the namespace's init is killed);
+  * a new mount tree holding only read-only binds of ``/usr`` (with the ``/bin``/``/lib*``
+    links), ``ld.so.cache``/``localtime`` and the Python installation, a private ``/proc``,
+    a minimal ``/dev`` and a size-capped tmpfs ``/tmp`` as the only writable place (the
+    cwd): host files, the repo, the host ``/tmp`` and ``$HOME`` are invisible;
   * ``--new-session`` (no terminal injection), cleared environment.
-  As root, bwrap runs privileged (no user namespace), drops every capability
-  but CAP_SETUID/CAP_SETGID, and the in-sandbox wrapper uses those to become a
-  per-slot unprivileged uid before the program runs, so RLIMIT_NPROC (which
-  root ignores) bounds fork bombs and the program cannot signal bwrap.  As
-  non-root, bwrap needs unprivileged user namespaces; NPROC then counts per
-  user namespace (Linux >= 5.14).
+  As root, bwrap runs privileged (no user namespace) and drops every capability but
+  CAP_SETUID/CAP_SETGID; the harness uses those to run the tests and the program as two
+  per-slot unprivileged uids, so RLIMIT_NPROC (which root ignores) bounds fork bombs and
+  the program can signal neither bwrap nor the tests.  As non-root, bwrap needs
+  unprivileged user namespaces; both processes then share one uid and the test process is
+  protected by being non-dumpable.
+Each process sets rlimits before anything else runs: CPU seconds, address space, file size
+(which also caps the captured stdout/stderr, written to files), processes, open files, no
+core dumps.  The parent enforces the wall-clock limit.
 
-The wrapper (``python -I -S``: no site-packages, no env vars, ~6 ms start) sets
-rlimits and then runs the program in the same interpreter: CPU seconds, address
-space, file size (which also caps the captured stdout/stderr, written to
-files), processes, open files, no core dumps.  The parent enforces the
-wall-clock limit.
-
-Fallback (``bwrap`` missing or unusable, e.g. unprivileged user namespaces
-blocked by AppArmor on Ubuntu >= 23.10): the same wrapper and rlimits in a
-plain subprocess with a fresh temp dir as cwd and a cleared environment,
-under ``unshare --net --pid --fork --kill-child`` when that works (else
-``--net`` alone, else a patched ``socket`` module, which subprocesses or ctypes
-bypass).  As root it drops to an unprivileged uid and sweeps that uid after
-each run, but only if the Python installation is reachable by other uids (a
-pyenv under ``/root`` is not: programs then run as root).  There is never
-filesystem isolation.  A warning lists exactly what is missing.
+Without a working bwrap the sandbox refuses to run (`SandboxUnavailable`, naming the package
+and what is wrong), unless ``allow_unconfined=True``: then the same harness runs in a plain
+subprocess (cleared environment, fresh temp dir, rlimits, and private network/PID
+namespaces through ``unshare --user --map-current-user`` where that works), with no
+filesystem isolation; a warning lists what is missing.  The unconfined mode never runs as
+root.
 """
 
 from __future__ import annotations
@@ -43,10 +41,13 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import hmac
 import logging
+import marshal
 import math
 import os
 import queue
+import secrets
 import shutil
 import signal
 import subprocess
@@ -56,11 +57,13 @@ import threading
 import time
 from typing import Sequence
 
+from score_jax.rewards import harness
 from score_jax.rewards.types import (
     CORRECT,
     CRASH,
     MEMORY,
     OUTPUT_LIMIT,
+    REASONS,
     SANDBOX_ERROR,
     SYNTAX_ERROR,
     TIMEOUT,
@@ -70,85 +73,77 @@ from score_jax.rewards.types import (
 
 __all__ = [
     "SandboxConfig",
+    "SandboxUnavailable",
     "Execution",
     "CodeSandbox",
     "run_tests",
-    "compose_program",
     "classify_execution",
     "bwrap_usable",
 ]
 
 log = logging.getLogger(__name__)
 
-# Exit status of the wrapper when it could not set the sandbox up.
+# Exit status of the harness when it could not set the sandbox up (harness._EXIT_SETUP).
 _WRAPPER_ERROR = 121
-# Sandbox uids (root only): base + (our pid mod 100000) * 64 + slot, so that
-# concurrent sandboxes (also in other processes) never share an NPROC budget.
+# Sandbox uids (root only): base + (our pid mod 100000) * 128 + 2 * slot (+1 for the
+# program), so that concurrent sandboxes (also in other processes) never share a uid.
 _UID_BASE = 1_000_000
 _MAX_WORKERS = 64
+_HARNESS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
+_INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: "
+                 "dnf install bubblewrap)")
 
-# Runs inside the sandbox as `python -I -S -c _WRAPPER cpu mem fsize nproc nofile
-# uid block_net`; reads the program from stdin, limits itself, drops to `uid`
-# (when >= 0) and runs the program as __main__ in this same interpreter (one
-# interpreter start per program instead of two).
-_WRAPPER = r"""
-import os, resource, sys
-def _setup():
-    cpu, mem, fsize, nproc, nofile, uid, block_net = (int(a) for a in sys.argv[1:8])
-    src = sys.stdin.buffer.read()
-    fd = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(fd, 0)
-    os.close(fd)
-    R = resource
-    for lim, val in ((R.RLIMIT_CORE, 0), (R.RLIMIT_FSIZE, fsize), (R.RLIMIT_NOFILE, nofile),
-                     (R.RLIMIT_NPROC, nproc), (R.RLIMIT_AS, mem)):
-        R.setrlimit(lim, (val, val))
-    R.setrlimit(R.RLIMIT_CPU, (cpu, cpu + 1))
-    if uid >= 0:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    if block_net:
-        import _socket, socket
-        def _refuse(*a, **k):
-            raise PermissionError(1, "network access is disabled in the sandbox")
-        class _NoSocket(socket.socket):
-            def __init__(self, *a, **k):
-                _refuse()
-        socket.socket = _socket.socket = _NoSocket
-        socket.socketpair = socket.create_connection = socket.fromfd = _refuse
-    return src
-try:
-    _src = _setup()
-except BaseException as e:
-    sys.stderr.write("sandbox-wrapper: %r\n" % (e,))
-    sys.stderr.flush()
-    os._exit(121)
-import types
-_main = types.ModuleType("__main__")
-_main.__file__ = "program.py"
-sys.modules["__main__"] = _main
-sys.argv = ["program.py"]
-del _setup, types, os, resource
-exec(compile(_src, "program.py", "exec"), _main.__dict__)
-"""
+
+# The harness starts as this one-liner, which runs the harness's code object from a file
+# descriptor (marshalled here once: compiling the source at every start would cost ~10 ms).
+_BOOT = ("import marshal,os,sys;_fd=int(sys.argv.pop(1));"
+         "exec(marshal.loads(os.pread(_fd,1<<24,0)))")
+
+
+@functools.lru_cache(maxsize=None)
+def _harness_code_fd() -> int:
+    """A read-only file descriptor holding the marshalled harness (kept open)."""
+    with open(_HARNESS_PATH, encoding="utf-8") as f:
+        code = compile(f.read(), "harness.py", "exec")
+    tmp = tempfile.TemporaryFile()
+    tmp.write(marshal.dumps(code))
+    tmp.flush()
+    _KEEP.append(tmp)
+    return tmp.fileno()
+
+
+_KEEP: list = []
+
+
+@functools.lru_cache(maxsize=4096)
+def _job(tests: str, expose: tuple[str, ...]) -> str | None:
+    """The harness's job for these tests (cases marked); None if they do not parse.  Cached:
+    RL scores many samples of one problem."""
+    try:
+        return harness.mark_cases(tests, expose)
+    except (SyntaxError, ValueError):
+        return None
+
+
+class SandboxUnavailable(RuntimeError):
+    """No sandbox strong enough for model-written code can run here."""
 
 
 @dataclasses.dataclass(frozen=True)
 class SandboxConfig:
     """Limits for one program run.
 
-    timeout_s:     wall-clock limit (the parent kills the process group).
+    timeout_s:     wall-clock limit (the parent kills the run).
     cpu_s:         RLIMIT_CPU; None = ceil(timeout_s).
-    memory_mb:     RLIMIT_AS (address space; Python itself needs ~30 MB).
+    memory_mb:     RLIMIT_AS per process (address space; Python itself needs ~30 MB).
     output_limit_bytes: cap on captured stdout and on stderr (each); enforced as
                    RLIMIT_FSIZE, so it also caps any file the program writes.
     tmpfs_mb:      size of the writable /tmp (bwrap only).
-    max_processes: RLIMIT_NPROC for the sandbox uid (threads count too).
+    max_processes: RLIMIT_NPROC for the program's uid (threads count too).
     max_open_files: RLIMIT_NOFILE.
     workers:       programs run in parallel.
-    use_bwrap:     None = use bubblewrap when it works here, else fall back (with a
-                   warning); True = require it (error if unusable); False = never.
+    allow_unconfined: without a working bubblewrap, run in a plain subprocess (no
+                   filesystem isolation; never as root) instead of raising.
     import_site:   let programs import site-packages (slower startup: ~25 ms).
     """
 
@@ -160,36 +155,44 @@ class SandboxConfig:
     max_processes: int = 64
     max_open_files: int = 64
     workers: int = max(1, min(_MAX_WORKERS, os.cpu_count() or 1))
-    use_bwrap: bool | None = None
+    allow_unconfined: bool = False
     import_site: bool = False
 
     def __post_init__(self):
-        if self.timeout_s <= 0 or self.memory_mb <= 0 or self.output_limit_bytes <= 0:
-            raise ValueError(f"limits must be positive: {self}")
-        if not 1 <= self.workers <= _MAX_WORKERS:
-            raise ValueError(f"workers must be in [1, {_MAX_WORKERS}], got {self.workers}")
+        for name in ("timeout_s", "memory_mb", "output_limit_bytes", "tmpfs_mb",
+                     "max_processes", "max_open_files"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"SandboxConfig.{name}={v!r}: must be a positive number")
+        if self.cpu_s is not None and (not isinstance(self.cpu_s, int) or self.cpu_s < 1):
+            raise ValueError(f"SandboxConfig.cpu_s={self.cpu_s!r}: must be None or >= 1")
+        if not isinstance(self.workers, int) or not 1 <= self.workers <= _MAX_WORKERS:
+            raise ValueError(f"SandboxConfig.workers={self.workers!r}: must be in "
+                             f"[1, {_MAX_WORKERS}]")
 
 
 @dataclasses.dataclass(frozen=True)
 class Execution:
-    """What one sandboxed run did (outputs truncated to the cap)."""
+    """What one sandboxed run did (outputs truncated to the cap).
+
+    tests_passed / tests_total: test cases (top-level asserts) that passed, out of all;
+    None when the harness wrote no report.  detail: the harness's word on the first failure.
+    """
 
     reason: str
     exit_code: int | None  # None when killed by the parent or never started
-    signal: int | None  # the fatal signal, if the program died of one
+    signal: int | None  # the fatal signal, if the harness died of one
     timed_out: bool
     stdout: str
     stderr: str
     duration_s: float
+    tests_passed: int | None = None
+    tests_total: int | None = None
+    detail: str = ""
 
     @property
     def passed(self) -> bool:
         return self.reason == CORRECT
-
-
-def compose_program(program: str, test: str) -> str:
-    """The source that is run: the program, then its tests."""
-    return f"{program}\n\n{test}\n"
 
 
 def _last_line(text: str) -> str:
@@ -208,9 +211,9 @@ def classify_execution(
     output_limit: int,
     stderr: str,
 ) -> str:
-    """Map how a run ended to a reason constant (pure).
+    """Map how a run without a valid harness report ended to a reason (pure).
 
-    Order matters: a run that filled its output cap is `output_limit` even if it
+    Used only for the reason: such a run never earns a reward.  Order matters: a run that filled its output cap is `output_limit` even if it
     then timed out; an AssertionError is a failed test (`wrong_answer`); any other
     uncaught exception or fatal signal is a `crash`.
     """
@@ -270,30 +273,6 @@ def _bwrap_help() -> str:
         return ""
 
 
-@functools.lru_cache(maxsize=None)
-def _unshare_prefix() -> tuple[str, ...]:
-    """The strongest `unshare` prefix that works here (fallback mode), or ().
-
-    Preferred: private network and PID namespaces, the latter torn down (with
-    every process in it) when `unshare` is killed; else the network one alone.
-    """
-    exe = shutil.which("unshare")
-    if exe is None:
-        return ()
-    user = () if os.geteuid() == 0 else ("--map-root-user",)
-    for extra in (("--pid", "--fork", "--kill-child"), ()):
-        prefix = (exe, *user, "--net", *extra, "--")
-        try:
-            ok = subprocess.run(
-                [*prefix, "/bin/true"], capture_output=True, timeout=10
-            ).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            ok = False
-        if ok:
-            return prefix
-    return ()
-
-
 def _child_pids(pid: int) -> list[int]:
     """Direct children of `pid` (from /proc)."""
     out = []
@@ -309,52 +288,55 @@ def _child_pids(pid: int) -> list[int]:
     return out
 
 
-def _world_traversable(path: str) -> bool:
-    """Whether any uid can reach `path` (every directory on the way has o+x)."""
-    path = os.path.realpath(path)
-    while True:
+
+@functools.lru_cache(maxsize=None)
+def _unshare_prefix() -> tuple[str, ...]:
+    """The strongest `unshare` prefix that works here (unconfined mode, non-root), or ().
+
+    Preferred: private network and PID namespaces (every process in the latter dies with
+    the run) inside a user namespace that maps only our own uid (so nothing gains
+    capabilities); else the network one alone.
+    """
+    exe = shutil.which("unshare")
+    if exe is None:
+        return ()
+    for extra in (("--pid", "--fork", "--kill-child"), ()):
+        prefix = (exe, "--user", "--map-current-user", "--net", *extra, "--")
         try:
-            if not os.stat(path).st_mode & 0o001:
-                return False
-        except OSError:
-            return False
-        if path == "/":
-            return True
-        path = os.path.dirname(path)
+            ok = subprocess.run(
+                [*prefix, "/bin/true"], capture_output=True, timeout=10
+            ).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        if ok:
+            return prefix
+    return ()
 
 
-def _kill_uid_processes(uid: int) -> None:
-    """Kill every process whose real uid is `uid` (fallback mode, as root)."""
-    for _ in range(100):
-        pids = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/status") as f:
-                    for line in f:
-                        if line.startswith("Uid:"):
-                            if int(line.split()[1]) == uid:
-                                pids.append(int(name))
-                            break
-            except (OSError, ValueError):
-                continue
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.01)
+def _parse_report(raw: bytes, secret: str) -> dict | None:
+    """The harness's report, if it is well-formed and carries this run's secret."""
+    try:
+        pairs = harness._loads(raw)
+        rep = dict(pairs)
+    except (harness.ProtocolError, TypeError, ValueError):
+        return None
+    if not isinstance(rep.get("secret"), str):
+        return None
+    if not hmac.compare_digest(rep["secret"].encode(), secret.encode()):
+        return None
+    passed, total = rep.get("passed"), rep.get("total")
+    if rep.get("reason") not in REASONS or type(passed) is not int or type(total) is not int \
+            or not 0 <= passed <= total:
+        return None
+    return rep
 
 
 # --- The sandbox --------------------------------------------------------------------
 class CodeSandbox:
-    """Runs batches of programs in parallel under `SandboxConfig` limits.
+    """Runs batches of programs against their tests in parallel under `SandboxConfig`.
 
-    Whether bubblewrap is used is decided on first use by running a trivial
-    program through it (`uses_bwrap` tells the outcome).
+    Which sandbox is used is decided on first use by running a trivial program through
+    bubblewrap (`uses_bwrap` tells the outcome; `SandboxUnavailable` if none may run).
     """
 
     def __init__(self, config: SandboxConfig | None = None, **overrides):
@@ -362,12 +344,11 @@ class CodeSandbox:
         self.config = dataclasses.replace(config, **overrides) if overrides else config
         self._root = os.geteuid() == 0
         self._python = _python_executable()
-        self._mode: str | None = None  # 'bwrap' | 'fallback'
+        self._mode: str | None = None  # 'bwrap' | 'unconfined'
         self._mode_lock = threading.Lock()
-        self._drop_uid = self._root  # run programs as an unprivileged uid
-        self._unshare: tuple[str, ...] = ()  # fallback only
-        # Slots (hence sandbox uids) are shared by concurrent `run` calls, so no
-        # two running programs ever share a uid.
+        self._unshare: tuple[str, ...] = ()  # unconfined only
+        # Slots (hence sandbox uids) are shared by concurrent `run` calls, so no two
+        # running programs ever share a uid.
         self._slots: queue.SimpleQueue[int] = queue.SimpleQueue()
         for s in range(self.config.workers):
             self._slots.put(s)
@@ -384,77 +365,74 @@ class CodeSandbox:
                 self._choose_mode()
 
     def _choose_mode(self) -> None:
-        want = self.config.use_bwrap
-        problem = None
-        if want is False:
-            problem = "disabled by config (use_bwrap=False)"
-        elif shutil.which("bwrap") is None:
-            problem = "bwrap not found (apt-get install bubblewrap)"
+        exe = shutil.which("bwrap")
+        if exe is None:
+            problem = f"`bwrap` is not on PATH ({os.environ.get('PATH', '')})"
         else:
             self._mode = "bwrap"
-            probe = self._execute('print("sandbox-ok")', slot=0, timeout_s=30.0)
+            probe = self._execute('print("sandbox-ok")', "", slot=0, timeout_s=30.0)
             if probe.passed and probe.stdout.strip() == "sandbox-ok":
                 return
             self._mode = None
-            problem = f"bwrap failed to run a trivial program: {probe.stderr.strip()[-500:]!r}"
-        if want is True:
-            raise RuntimeError(f"bubblewrap sandbox required but unusable: {problem}")
-        self._mode = "fallback"
+            problem = (f"{exe} cannot run a trivial program here ({probe.reason}: "
+                       f"{(probe.stderr.strip() or probe.detail)[-300:]!r}; unprivileged user "
+                       "namespaces may be disabled, e.g. kernel.apparmor_restrict_"
+                       "unprivileged_userns=1 or kernel.unprivileged_userns_clone=0)")
+        who = "root" if self._root else f"uid {os.geteuid()}"
+        if not self.config.allow_unconfined:
+            raise SandboxUnavailable(
+                f"code sandbox: bubblewrap is required to run model-written code, but {problem} "
+                f"(running as {who}). Fix: {_INSTALL_HINT}; or, off root only, allow the "
+                "weaker unconfined sandbox with allow_unconfined=True "
+                "(--config.task.sandbox.allow_unconfined=True).")
+        if self._root:
+            raise SandboxUnavailable(
+                f"code sandbox: {problem}, and the unconfined sandbox never runs as root "
+                f"(euid 0: programs could write host files). Fix: {_INSTALL_HINT}, or run "
+                "as an unprivileged user.")
+        self._mode = "unconfined"
         self._unshare = _unshare_prefix()
-        net_ns = "--net" in self._unshare
-        pid_ns = "--pid" in self._unshare
-        # Without our own mount tree an unprivileged uid can only run Python if
-        # the installation is reachable by everyone (not so under /root/.pyenv).
-        self._drop_uid = self._root and "--map-root-user" not in self._unshare and all(
-            _world_traversable(os.path.join(r, "lib")) for r in _python_roots(self.config.import_site)
-        )
-        kept = ["rlimits (cpu, memory, file size, open files)", "wall-clock kill of the "
-                "process group", "cleared env", "fresh temp dir as cwd"]
-        missing = ["no filesystem isolation (the program can read every file its uid can "
-                   "and write to world-writable places such as /tmp)"]
-        if net_ns:
+        kept = ["two processes (tests and program) with the secret-carrying report",
+                "rlimits (cpu, memory, file size, processes, open files)",
+                "wall-clock kill of the process group", "cleared env", "fresh temp dir as cwd"]
+        missing = ["no filesystem isolation (the program can read every file of uid "
+                   f"{os.geteuid()} and write to world-writable places such as /tmp)"]
+        if "--net" in self._unshare:
             kept.append("private network namespace")
         else:
             missing.append("no network namespace (`unshare --net` failed): only the socket "
                            "module is patched, which subprocesses or ctypes bypass")
-        if pid_ns:
+        if "--pid" in self._unshare:
             kept.append("private PID namespace (all its processes die with the run)")
         else:
             missing.append("no PID namespace: the program can signal other processes of "
                            "its uid, and daemons that leave the process group survive")
-        if self._drop_uid:
-            kept.append("unprivileged uid with RLIMIT_NPROC")
-        elif self._root and "--map-root-user" not in self._unshare:
-            missing.append("programs run as ROOT (the Python installation is not reachable "
-                           "by an unprivileged uid): RLIMIT_NPROC does not apply and host "
-                           "files are writable")
-        elif "--map-root-user" in self._unshare:
-            kept.append("RLIMIT_NPROC counted inside a private user namespace")
-        else:
-            missing.append("programs run as our own uid: RLIMIT_NPROC counts all of this "
-                           "user's processes")
+        missing.append(f"RLIMIT_NPROC counts every process of uid {os.geteuid()}")
         log.warning(
-            "Code sandbox falls back to a plain subprocess: %s. Enforced: %s. Missing: %s.",
-            problem, "; ".join(kept), "; ".join(missing),
+            "Code sandbox runs UNCONFINED (allow_unconfined=True): %s. Enforced: %s. "
+            "Missing: %s.", problem, "; ".join(kept), "; ".join(missing),
         )
 
-    def _uid(self, slot: int) -> int:
-        if not self._drop_uid:
-            return -1
-        return _UID_BASE + (os.getpid() % 100_000) * _MAX_WORKERS + slot
+    def _uids(self, slot: int) -> tuple[int, int]:
+        """(tests uid, program uid); -1 = keep ours."""
+        if not (self._root and self._mode == "bwrap"):
+            return -1, -1
+        base = _UID_BASE + (os.getpid() % 100_000) * 2 * _MAX_WORKERS + 2 * slot
+        return base, base + 1
 
-    def _wrapper_argv(self, uid: int, block_net: bool) -> list[str]:
+    def _harness_argv(self, uids: tuple[int, int], block_net: bool, job_fd: int,
+                      report_fd: int) -> list[str]:
         c = self.config
         cpu = c.cpu_s if c.cpu_s is not None else max(1, math.ceil(c.timeout_s))
         flags = ["-I"] if c.import_site else ["-I", "-S"]
         limits = [cpu, c.memory_mb << 20, c.output_limit_bytes, c.max_processes,
-                  c.max_open_files, uid, int(block_net)]
-        return [self._python, *flags, "-c", _WRAPPER, *map(str, limits)]
+                  c.max_open_files, *uids, int(block_net), job_fd, report_fd]
+        return [self._python, *flags, "-c", _BOOT, str(_harness_code_fd()), *map(str, limits)]
 
-    def _bwrap_argv(self, uid: int, status_fd: int) -> list[str]:
+    def _bwrap_argv(self, status_fd: int) -> list[str]:
         c = self.config
         # As root, `--unshare-all` would add a user namespace that maps only uid 0,
-        # where the wrapper could not drop to an unprivileged uid; so list the rest.
+        # where the harness could not drop to unprivileged uids; so list the rest.
         unshare = (["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                     "--unshare-cgroup-try"] if self._root else ["--unshare-all"])
         argv = [shutil.which("bwrap") or "bwrap", *unshare, "--die-with-parent",
@@ -487,34 +465,49 @@ class CodeSandbox:
         if "--perms" in _bwrap_help():
             argv += ["--perms", "1777"]
         argv += ["--tmpfs", "/tmp", "--chdir", "/tmp"]
-        if self._root:  # the wrapper needs only these two, to drop to `uid`
+        if self._root:  # the harness needs only these two, to drop to its uids
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        argv += ["--json-status-fd", str(status_fd), "--"]
-        return argv + self._wrapper_argv(uid, block_net=False)
+        return argv + ["--json-status-fd", str(status_fd), "--"]
 
     # -- running --
-    def _execute(self, source: str, slot: int, timeout_s: float | None = None) -> Execution:
-        """Run one program; every process it started is gone when this returns."""
+    def _execute(self, program: str, tests: str, slot: int, timeout_s: float | None = None,
+                 entry_point: str = "") -> Execution:
+        """Run one program against its tests; every process it started is gone on return.
+
+        entry_point: a program name the tests may see even where it shadows a builtin.
+        """
         c = self.config
+        job_text = _job(tests, (entry_point,) if entry_point else ())
+        if job_text is None:
+            return Execution(SANDBOX_ERROR, None, None, False, "", "", 0.0,
+                             detail="the tests do not parse")
         timeout_s = c.timeout_s if timeout_s is None else timeout_s
-        uid = self._uid(slot)
+        uids = self._uids(slot)
         bwrap = self._mode == "bwrap"
+        secret = secrets.token_hex(32)
         workdir = None
         with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, \
-                tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as status:
-            stdin.write(source.encode("utf-8", "surrogateescape"))
-            stdin.flush()
+                tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as status, \
+                tempfile.TemporaryFile() as job, tempfile.TemporaryFile() as report:
+            stdin.write(program.encode("utf-8", "surrogateescape"))
             stdin.seek(0)
+            job.write(f"{secret}\n{job_text}".encode("utf-8", "surrogateescape"))
+            job.seek(0)
+            if uids[0] >= 0:  # the harness reads the job and writes the report as uids[0]
+                for f in (job, report):
+                    os.fchown(f.fileno(), uids[0], uids[0])
+                    os.fchmod(f.fileno(), 0o600)
+            fds = (job.fileno(), report.fileno())
             if bwrap:
-                argv, env, pass_fds = self._bwrap_argv(uid, status.fileno()), {}, (status.fileno(),)
+                argv = self._bwrap_argv(status.fileno()) + self._harness_argv(
+                    uids, False, *fds)
+                env, pass_fds = {}, (status.fileno(), _harness_code_fd(), *fds)
             else:
                 workdir = tempfile.mkdtemp(prefix="sandbox-")
-                if uid >= 0:
-                    os.chown(workdir, uid, uid)
-                argv = list(self._unshare) + self._wrapper_argv(
-                    uid, block_net="--net" not in self._unshare)
+                argv = list(self._unshare) + self._harness_argv(
+                    uids, "--net" not in self._unshare, *fds)
                 env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"}
-                pass_fds = ()
+                pass_fds = (_harness_code_fd(), *fds)
             t0 = time.monotonic()
             timed_out = False
             proc = None
@@ -532,12 +525,14 @@ class CodeSandbox:
                 return Execution(SANDBOX_ERROR, None, None, False, "", repr(e), 0.0)
             finally:
                 if proc is not None:
-                    self._reap(proc, uid)
+                    self._reap(proc)
                 if workdir is not None:
                     shutil.rmtree(workdir, ignore_errors=True)
             duration = time.monotonic() - t0
             stdout, n_out = _read_capped(out, c.output_limit_bytes)
             stderr, n_err = _read_capped(err, c.output_limit_bytes)
+            report.seek(0)
+            rep = _parse_report(report.read(1 << 16), secret)
             started = True
             if bwrap:
                 status.seek(0)
@@ -550,14 +545,31 @@ class CodeSandbox:
                 sig = rc - 128
             else:
                 exit_code = rc
-        reason = classify_execution(
-            started=started, timed_out=timed_out, exit_code=exit_code, signal_num=sig,
-            stdout_bytes=n_out, stderr_bytes=n_err, output_limit=c.output_limit_bytes,
-            stderr=stderr,
-        )
-        return Execution(reason, exit_code, sig, timed_out, stdout, stderr, duration)
+        if not started:
+            reason = SANDBOX_ERROR
+        elif n_out >= c.output_limit_bytes or n_err >= c.output_limit_bytes:
+            reason = OUTPUT_LIMIT
+        elif timed_out:
+            reason = TIMEOUT
+        elif rep is not None:
+            reason = rep["reason"]
+            if reason == CORRECT and rep["passed"] != rep["total"]:
+                reason = WRONG_ANSWER
+        else:  # no valid report: never a pass
+            reason = classify_execution(
+                started=started, timed_out=timed_out, exit_code=exit_code, signal_num=sig,
+                stdout_bytes=n_out, stderr_bytes=n_err, output_limit=c.output_limit_bytes,
+                stderr=stderr,
+            )
+            if reason == CORRECT:
+                reason = SANDBOX_ERROR
+        return Execution(
+            reason, exit_code, sig, timed_out, stdout, stderr, duration,
+            tests_passed=None if rep is None else rep["passed"],
+            tests_total=None if rep is None else rep["total"],
+            detail="" if rep is None else str(rep.get("detail", ""))[:500])
 
-    def _reap(self, proc: subprocess.Popen, uid: int) -> None:
+    def _reap(self, proc: subprocess.Popen) -> None:
         """Make sure every process of the run is gone, then reap it.
 
         A still-running run is ended by killing the PID namespace's init (the
@@ -581,33 +593,45 @@ class CodeSandbox:
         except OSError:
             pass
         proc.wait()
-        if self._mode != "bwrap" and uid >= 0:
-            _kill_uid_processes(uid)
 
-    def run(self, sources: Sequence[str]) -> list[Execution]:
-        """Run complete programs in parallel; one `Execution` per source, in order."""
+    def run(self, programs: Sequence[str], tests: Sequence[str] | None = None,
+            entry_points: Sequence[str] | None = None) -> list[Execution]:
+        """Run programs (each against its tests; none = passes iff it loads) in parallel;
+        one `Execution` per program, in order.  entry_points: the function under test of
+        each (may shadow a builtin, e.g. MBPP's `sum`; other program names may not)."""
         self._ensure_mode()
-        sources = list(sources)
-        if not sources:
+        programs = list(programs)
+        tests = [""] * len(programs) if tests is None else list(tests)
+        entry_points = [""] * len(programs) if entry_points is None else list(entry_points)
+        if not len(programs) == len(tests) == len(entry_points):
+            raise ValueError(f"{len(programs)} programs, {len(tests)} tests and "
+                             f"{len(entry_points)} entry points")
+        if not programs:
             return []
 
-        def one(src: str) -> Execution:
+        def one(i: int) -> Execution:
             slot = self._slots.get()
             try:
-                return self._execute(src, slot)
+                return self._execute(programs[i], tests[i], slot,
+                                     entry_point=entry_points[i] or "")
             finally:
                 self._slots.put(slot)
 
-        n = min(self.config.workers, len(sources))
+        n = min(self.config.workers, len(programs))
         with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sandbox") as ex:
-            return list(ex.map(one, sources))
+            return list(ex.map(one, range(len(programs))))
 
-    def run_tests(self, programs: Sequence[str], tests: Sequence[str]) -> RewardResult:
-        """Reward 1.0 for each program whose process exits 0 after its tests ran."""
+    def run_tests(self, programs: Sequence[str], tests: Sequence[str],
+                  entry_points: Sequence[str] | None = None) -> RewardResult:
+        """Reward 1.0 for each program that passes every test case of its tests, with the
+        per-case counts (`RewardResult.tests_passed` / `tests_total`)."""
         if len(programs) != len(tests):
             raise ValueError(f"{len(programs)} programs but {len(tests)} tests")
-        runs = self.run([compose_program(p, t) for p, t in zip(programs, tests)])
-        return RewardResult.from_reasons([r.reason for r in runs])
+        runs = self.run(programs, tests, entry_points)
+        return RewardResult.from_reasons(
+            [r.reason for r in runs],
+            tests_passed=[r.tests_passed or 0 for r in runs],
+            tests_total=[r.tests_total or 0 for r in runs])
 
 
 def _read_capped(f, cap: int) -> tuple[str, int]:
@@ -628,16 +652,21 @@ def run_tests(
     timeout_s: float = 10.0,
     memory_mb: int = 1024,
     workers: int | None = None,
+    allow_unconfined: bool = False,
 ) -> RewardResult:
-    """Batch pass/fail rewards: program i with tests i appended must exit 0."""
+    """Batch pass/fail rewards: program i must pass every test case of tests i."""
     config = SandboxConfig(
         timeout_s=timeout_s,
         memory_mb=memory_mb,
         workers=workers or SandboxConfig.workers,
+        allow_unconfined=allow_unconfined,
     )
     return _default_sandbox(config).run_tests(programs, tests)
 
 
 def bwrap_usable() -> bool:
     """Whether the bubblewrap sandbox works on this machine."""
-    return _default_sandbox(SandboxConfig()).uses_bwrap
+    try:
+        return _default_sandbox(SandboxConfig()).uses_bwrap
+    except SandboxUnavailable:
+        return False
