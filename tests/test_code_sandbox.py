@@ -652,3 +652,22 @@ def test_mbpp_reference_solutions_pass(sandbox):
     failed = {i for i, r in zip(ids, result.rewards) if not r}
     assert failed <= _MBPP_INTERPRETER_DEPENDENT, sorted(failed)
     assert (result.tests_total >= 3).all()
+
+
+def test_hacks_on_tests_that_iterate_or_use_modules(hack_sandbox):
+    """StopIteration from a call cannot end a map() in the tests early, and a program's
+    `math` is not the tests' `math`; honest programs (huge ints included) still pass."""
+    tests = ("import math\nassert all(map(lambda y: f(y) == 2 * y, [1, 2, 3]))\n"
+             "assert list(map(f, [5])) == [10]\n")
+    uses_math = "assert math.isclose(f(0.25), 0.5)\nassert math.isclose(f(1), 2)\n"
+    programs = [
+        HONEST,
+        "def f(x):\n    raise StopIteration\n",
+        HONEST + "import math\n",
+        "class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef f(x):\n    return 0\n",
+        "import math\ndef f(x):\n    return math.factorial(3000) + x\n",
+    ]
+    runs = hack_sandbox.run(programs, [tests, tests, uses_math, uses_math,
+                                       "import math\nassert f(1) == math.factorial(3000) + 1\n"])
+    assert [r.reason for r in runs] == [CORRECT, CRASH, CORRECT, WRONG_ANSWER, CORRECT], \
+        [(r.reason, r.detail) for r in runs]

@@ -105,13 +105,20 @@ def test_defaults_validate():
 
 @pytest.mark.parametrize("field, value", BAD_VALUES,
                          ids=[f"{f}={v!r}" for f, v in BAD_VALUES])
-def test_bad_value_names_the_field(field, value):
+def test_bad_value_names_the_field(field, value, capsys):
   with pytest.raises(ValueError) as e:
     config_lib.validate(_config(**{field: value}))
   msg = str(e.value)
   assert isinstance(e.value, config_lib.ConfigError)
   assert msg.startswith(f"config.{field}="), msg
   assert "\n" not in msg
+  # What the CLIs make of it (their `main` runs inside cli.wrap): one line, exit 2.
+  from score_jax import cli
+  main = cli.wrap(lambda argv: config_lib.validate(_config(**{field: value})))
+  with pytest.raises(SystemExit) as exit_:
+    main(["train"])
+  err = capsys.readouterr().err
+  assert exit_.value.code == 2 and err == f"error: {msg}\n", err
 
 
 @pytest.mark.parametrize("field", sorted(_fields()))

@@ -36,8 +36,10 @@ test case passed.  What that guarantees, and what it does not:
   process as handles: the tests can call them, get and set their attributes, index, iterate
   (materialised there, decoded here), take ``len``/``str``/``repr``; ``==`` on a handle is
   identity and its truth value is an error.  Program names that shadow builtins are not
-  bound in the tests, and a module the program imported is bound as the test process's own
-  standard-library module.
+  bound in the tests (unless the job exposes one: the entry point, e.g. MBPP's ``sum``), a
+  module the program imported, and any name of a standard-library module, are bound to the
+  test process's own module, and the program's exceptions reach the tests by name, except
+  ``StopIteration`` (it would end a ``map`` in the tests early) and exits/interrupts.
 * Not covered: test code that trusts a helper of the program (HumanEval/32 checks
   ``poly(xs, x)`` with the program's ``poly``); tests that pass test-defined functions or
   objects other than plain data to the program (an error, so 0), or that expect the program
@@ -87,8 +89,8 @@ def _encode(x, handle, depth=0):
   d = depth + 1
   if isinstance(x, str):
     return str.__str__(x)
-  if isinstance(x, int):
-    return ["i", int.__repr__(x)]
+  if isinstance(x, int):  # hex: no 4300-digit limit on the conversion
+    return ["i", format(int.__index__(x), "x")]
   if isinstance(x, float):
     return ["f", float.__repr__(x)]
   if isinstance(x, complex):
@@ -138,7 +140,7 @@ def _decode(v, remote, depth=0):
 
   try:
     if tag == "i":
-      return int(text(1))
+      return int(text(1), 16)
     if tag == "f":
       return float(text(1))
     if tag == "c":
@@ -420,8 +422,10 @@ def _program_exception(name, message):
   """The program's exception as the built-in class of that name (so `except ValueError`
   in a test works), else `ProgramError`; never an exit or interrupt."""
   cls = getattr(builtins, name, None)
+  # Never StopIteration: raised from a call inside map()/zip() it would end the tests'
+  # iteration early (all(map(f, xs)) would be True).
   if (isinstance(cls, type) and issubclass(cls, Exception) and
-      not issubclass(cls, (ProgramGone, SystemExit, KeyboardInterrupt, GeneratorExit))):
+      not issubclass(cls, (StopIteration, StopAsyncIteration))):
     try:
       return cls(message)
     except Exception:
@@ -594,6 +598,8 @@ def _program_names(channel, names, expose):
     if not isinstance(k, str) or k.startswith("__") or k == _CASE or (
         hasattr(builtins, k) and k not in expose):
       continue
+    if k in sys.stdlib_module_names and k not in _NO_IMPORT and k not in expose:
+      v = ["m", 0, k]  # `math` is the real math, whatever the program bound to the name
     if type(v) is list and len(v) == 3 and v[0] == "m" and type(v[2]) is str:
       top = v[2].split(".")[0]
       if top in sys.stdlib_module_names and top not in _NO_IMPORT:
