@@ -99,7 +99,7 @@ def main(argv):
 
   from score_jax import config_lib, environments, evaluate
   from score_jax import metrics as metrics_lib
-  from score_jax import sampler as sampler_lib
+  from score_jax import build, sampler as sampler_lib
 
   timer = _Timer()
   config = _load_config(_DATASET.value)
@@ -122,11 +122,7 @@ def main(argv):
   jax.block_until_ready(params)
   load_s = time.perf_counter() - t_start
 
-  s = config.sampler
-  cfg = sampler_lib.SamplerConfig(  # exactly evaluate.main's sampler settings
-      prompt_buckets=tuple(s.prompt_buckets), turn_budgets=tuple(s.turn_budgets)[:2],
-      instruction_len=s.instruction_len, greedy=True, stop_ids=tuple(env.stop_ids),
-      pad_id=env.pad_id)
+  cfg = build.sampler_config(config, env, greedy=True)  # evaluate.main's sampler settings
   sampler = sampler_lib.Sampler(model, cfg)
   timer.wrap_score(env, set(env.stop_ids))
   prompt_lens = [len(p) for p in env.prompt_tokens(tasks)]

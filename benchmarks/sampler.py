@@ -24,7 +24,7 @@ from absl import app, flags
 from flax import nnx
 
 from score_jax.model import ModelConfig, init_model
-from score_jax.sampler import Sampler, SamplerConfig, assemble_sequences
+from score_jax.sampler import Sampler, SamplerConfig
 
 _LAYERS = flags.DEFINE_integer("layers", 4, "transformer layers")
 _WIDTH = flags.DEFINE_integer("width", 256, "embed dim")

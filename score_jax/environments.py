@@ -28,6 +28,13 @@ class Environment(abc.ABC):
 
   pad_id: int = 0
   stop_ids: tuple[int, ...] = (1,)
+  kind: str = "math"  # the checker: 'math', 'gsm8k', 'code' (or 'toy')
+  tokenizer: Any = None  # the Tokenizer (ToyEnvironment has none: its ids are the text)
+
+  @property
+  def vocab_size(self) -> int:
+    """Ids the policy's output layer must cover."""
+    return self.tokenizer.vocab_size
 
   @abc.abstractmethod
   def prompt_tokens(self, tasks: Sequence[Any]) -> list[list[int]]:
@@ -230,8 +237,7 @@ def load_policy(config: ml_collections.ConfigDict, env: Environment):
   m = config.model
   if m.source == "random":
     from score_jax.model import init_model, tiny
-    vocab = getattr(env, "vocab_size", None) or env.tokenizer.vocab_size
-    return init_model(tiny(m.family, vocab_size=vocab, dtype=m.dtype,
+    return init_model(tiny(m.family, vocab_size=env.vocab_size, dtype=m.dtype,
                            param_dtype=m.param_dtype), seed=config.seed)
   if m.source == "hf":
     from score_jax.checkpoints import load_hf_checkpoint
@@ -255,9 +261,10 @@ class ToyEnvironment(Environment):
 
   BOS, EOS, PAD = 1, 2, 0
   FIRST = 3  # first ordinary token
+  kind = "toy"
 
   def __init__(self, vocab_size: int = 32, instruction: Sequence[int] = (30, 31)):
-    self.vocab_size = vocab_size
+    self._vocab_size = vocab_size
     self.pad_id = self.PAD
     self.stop_ids = (self.EOS,)
     self._instruction = list(instruction)
@@ -284,6 +291,10 @@ class ToyEnvironment(Environment):
 
   def eval_tasks(self, n):
     return self._tasks(np.random.default_rng([12345, 1]), n)
+
+  @property
+  def vocab_size(self) -> int:
+    return self._vocab_size
 
   def decode(self, ids):
     return " ".join(map(str, ids))

@@ -116,9 +116,9 @@ def compute_scaling(params, env, tasks, model, sampler_cfg: sampler_lib.SamplerC
   followed by its self-correction, majority vote over the K/2 corrected answers.
   """
   from score_jax.rewards.math_grader import extract_answer, normalize_answer
-  _check_scaling_args(k, getattr(env, "kind", "math"))
+  _check_scaling_args(k, env.kind)
   key = jax.random.key(1) if key is None else key
-  mode = "gsm8k" if getattr(env, "kind", "math") == "gsm8k" else "math"
+  mode = "gsm8k" if env.kind == "gsm8k" else "math"
   out = {}
   for name, n, turns in (("parallel", k, 1), ("sequential", k // 2, 2)):
     cfg = dataclasses.replace(sampler_cfg, num_samples=n, greedy=False,
@@ -180,7 +180,7 @@ def main(argv):
   if not tasks:
     raise ValueError(f"config.task.eval_split={config.task.eval_split!r}: no evaluation tasks")
   if FLAGS.sc_samples:
-    _check_scaling_args(FLAGS.sc_samples, getattr(env, "kind", "math"))
+    _check_scaling_args(FLAGS.sc_samples, env.kind)
   model = environments.load_policy(config, env)
   graphdef, params = nnx.split(model)
   if FLAGS.checkpoint_dir:
@@ -188,11 +188,8 @@ def main(argv):
     tree, _ = ckpt.restore()
     nnx.update(model, tree["params"])
     params = nnx.state(model)
-  s = config.sampler
-  cfg = sampler_lib.SamplerConfig(
-      prompt_buckets=tuple(s.prompt_buckets), turn_budgets=tuple(s.turn_budgets)[:2],
-      instruction_len=s.instruction_len, greedy=True, stop_ids=tuple(env.stop_ids),
-      pad_id=env.pad_id, temperature=FLAGS.sc_temperature)
+  from score_jax import build
+  cfg = build.sampler_config(config, env, greedy=True, temperature=FLAGS.sc_temperature)
   sampler = sampler_lib.Sampler(model, cfg)
   bs = FLAGS.batch_size or config.batch_size
   result = evaluate_two_turns(sampler, params, env, tasks, batch_size=bs)

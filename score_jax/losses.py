@@ -3,7 +3,8 @@ r"""The SCoRe objective as pure functions: REINFORCE with a baseline plus per-to
 Two steps, so that gradient accumulation over micro-batches is exact:
 
 1. `turn_advantages(rewards, cfg)` (once per batch, no parameters): each attempt's reward
-   for its own tokens (credit with gamma = 0, PAPER.md "Credit"), shaped and baselined.
+   for its own tokens (credit with gamma = 0, as in the Stage I / Stage II objectives of
+   Kumar et al. (2024)), shaped and baselined.
      stage1       turn 1: no reward term (only the strong KL beta2)  turn 2: r2
      stage2       turn 1: r1                                         turn 2: r2 + alpha (r2 - r1)
      single_turn  turn 1: r1
@@ -30,13 +31,16 @@ KL estimators (John Schulman, "Approximating KL divergence"), d = ref_logp - log
   k3 = e^d - d - 1  value: unbiased and >= 0. Differentiated directly (as in GRPO/Tunix):
                     its expected gradient is grad KL(ref || pi), which also anchors pi.
 Either way the penalty is a loss term of the attempt's own tokens, never folded into another
-attempt's reward, so Stage I anchors the first attempt (a pitfall in PAPER.md).
+attempt's reward, so Stage I anchors the first attempt, as the Stage I objective of Kumar et
+al. (2024) asks (its beta2 KL is on the first attempt's own tokens). Folding that KL into a
+reward without gradient is a pitfall seen in some public re-implementations of SCoRe.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -141,6 +145,7 @@ def turn_advantages(rewards: Array, cfg: LossConfig) -> Array:
 
   Stage I's first attempt gets advantage 0: it is trained only through its KL term."""
   rewards = jnp.asarray(rewards, jnp.float32)
+  chex.assert_rank(rewards, 2)  # [T, R]
   if rewards.shape[0] < cfg.num_turns:
     raise ValueError(f"{cfg.stage} needs rewards of {cfg.num_turns} turns, got "
                      f"{rewards.shape[0]}")
@@ -197,6 +202,10 @@ def policy_loss(logp: Array, ref_logp: Array, turn_masks: Array, advantages: Arr
       summed over micro-batches and turned into per-token means by `finalize_metrics`.
   """
   t = cfg.num_turns
+  chex.assert_rank([turn_masks, advantages], [3, 2])  # [T, R, L], [T, R]
+  chex.assert_equal_shape([logp, ref_logp])
+  chex.assert_equal(logp.shape[-2:], turn_masks.shape[1:])
+  chex.assert_equal(advantages.shape[1], turn_masks.shape[1])
   masks = jnp.asarray(turn_masks)[:t].astype(jnp.float32)
   logp = jnp.broadcast_to(logp.astype(jnp.float32), masks.shape)
   ref_logp = jax.lax.stop_gradient(jnp.broadcast_to(ref_logp.astype(jnp.float32), masks.shape))

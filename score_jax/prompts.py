@@ -55,7 +55,7 @@ __all__ = [
 FAMILIES: tuple[str, ...] = ("gemma", "llama3", "qwen2", "plain")
 KINDS: tuple[str, ...] = ("math", "gsm8k", "code")
 
-# --- The paper's prompts (PAPER.md, "Prompts") --------------------------------
+# --- The paper's prompts (Kumar et al., 2024: its MATH and code prompts) ------
 MATH_INSTRUCTION = (
     "You are a math expert. When you respond, respond only with the Solution of the "
     "final Problem, thinking step by step. At the end of the Solution, when you give "

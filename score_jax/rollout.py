@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+import chex
 import jax
 import numpy as np
 
-from score_jax import sampler as sampler_lib, sharding
+from score_jax import sampler as sampler_lib, sharding, teacher_forcing
 
 Array = jax.Array
 
@@ -78,7 +79,7 @@ class Pending:
     return [self.env.score(self.row_tasks, ids) for ids in turn_token_lists(self.out)]
 
 
-_assemble = jax.jit(sampler_lib.assemble_sequences, static_argnames=("pad_id",))
+_assemble = jax.jit(teacher_forcing.assemble_sequences, static_argnames=("pad_id",))
 
 
 def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any],
@@ -96,6 +97,9 @@ def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any
     instr = np.zeros((1, 0), np.int32)
     out = sampler(params, prompts, lens, None, None, key)
   seq, valid, turn_masks = _assemble(out, prompts, instr, env.pad_id)
+  rows = len(tasks) * cfg.rows_per_prompt
+  chex.assert_shape([seq, valid], (rows, None))  # [R, L]
+  chex.assert_shape(turn_masks, (cfg.num_turns, rows, seq.shape[1]))  # [T, R, L]
   row_tasks = [t for t in tasks for _ in range(cfg.rows_per_prompt)]
   return Pending(env=env, row_tasks=row_tasks, out=out, tokens=seq, input_mask=valid,
                  turn_masks=turn_masks)

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from score_jax import sampler as sampler_lib
+from score_jax import optim, teacher_forcing
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,7 @@ def pack(examples: Sequence[Example], seq_len: int, pad_id: int = 0):
 def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
   schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup_steps,
                                                 max(cfg.steps, cfg.warmup_steps + 1))
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                     optax.adamw(schedule, weight_decay=cfg.weight_decay))
+  return optim.adam(schedule, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
 
 
 def make_step(graphdef, optimizer):
@@ -82,7 +81,7 @@ def make_step(graphdef, optimizer):
 
   def loss_fn(params, tokens, input_mask, loss_mask):
     model = nnx.merge(graphdef, params)
-    logp = sampler_lib.sequence_logprobs(model, tokens, input_mask)
+    logp = teacher_forcing.sequence_logprobs(model, tokens, input_mask)
     return -(logp * loss_mask).sum() / jnp.maximum(loss_mask.sum(), 1)
 
   def step(params, opt_state, tokens, input_mask, loss_mask):

@@ -13,14 +13,12 @@ optimizer state, step, PRNG key and data position, so rerunning the same command
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -30,11 +28,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from score_jax import config_lib, environments, losses, metrics as metrics_lib, sharding
-from score_jax import sampler as sampler_lib
+from score_jax import build, config_lib, environments, losses, metrics as metrics_lib, sharding
+from score_jax import sampler as sampler_lib, teacher_forcing
 from score_jax.checkpoints import state as ckpt_lib
 from score_jax.evaluate import evaluate_two_turns
-from score_jax.model import Transformer
 from score_jax.rollout import collect_async
 
 logger = logging.getLogger(__name__)
@@ -44,31 +41,6 @@ class TrainState(flax.struct.PyTreeNode):
   params: Any  # nnx.State of the policy
   opt_state: Any
   step: jax.Array
-
-
-def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam (the paper's optimiser) with linear warm-up and global-norm clipping."""
-  schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, optim.learning_rate, max(int(optim.warmup_steps), 1)),
-       optax.constant_schedule(optim.learning_rate)], [max(int(optim.warmup_steps), 1)])
-  parts = []
-  if optim.grad_clip:
-    parts.append(optax.clip_by_global_norm(optim.grad_clip))
-  parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
-                           weight_decay=optim.weight_decay))
-  return optax.chain(*parts)
-
-
-def loss_config(config, stage: str) -> losses.LossConfig:
-  c = config.loss
-  return losses.LossConfig(stage=stage, alpha=c.alpha if stage != "single_turn" else 0.0,
-                           beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
-                           baseline=c.baseline, num_samples=config.sampler.num_samples,
-                           num_followups=config.sampler.followups if stage != "single_turn"
-                           else 1,
-                           aggregation=c.aggregation,
-                           turn2_state_baseline=c.turn2_state_baseline,
-                           anchor_turn1=c.anchor_turn1)
 
 
 def make_train_step(graphdef, optimizer, loss_cfg: losses.LossConfig, temperature: float,
@@ -82,7 +54,7 @@ def make_train_step(graphdef, optimizer, loss_cfg: losses.LossConfig, temperatur
 
   def micro_loss(params, mb):
     model = nnx.merge(graphdef, params)
-    logp = sampler_lib.sequence_logprobs(model, mb["tokens"], mb["input_mask"], temperature)
+    logp = teacher_forcing.sequence_logprobs(model, mb["tokens"], mb["input_mask"], temperature)
     loss_sum, count, sums = losses.policy_loss(logp, mb["ref_logprobs"], mb["turn_masks"],
                                                mb["advantages"], loss_cfg)
     return loss_sum, (count, sums)
@@ -137,7 +109,7 @@ def make_logprob_fn(graphdef, temperature: float, num_micro: int = 1):
 
   def one(params, tokens, input_mask):
     model = nnx.merge(graphdef, params)
-    return sampler_lib.sequence_logprobs(model, tokens, input_mask, temperature)
+    return teacher_forcing.sequence_logprobs(model, tokens, input_mask, temperature)
 
   def fn(params, tokens, input_mask):
     if num_micro == 1:
@@ -207,16 +179,6 @@ class MetricWriter:
         self._tb.close()
 
 
-def _sampler_config(config, env, greedy: bool = False, turns: int = 2) -> sampler_lib.SamplerConfig:
-  s = config.sampler
-  return sampler_lib.SamplerConfig(
-      prompt_buckets=tuple(s.prompt_buckets), turn_budgets=tuple(s.turn_budgets)[:turns],
-      instruction_len=s.instruction_len, num_samples=1 if greedy else s.num_samples,
-      followups=1 if greedy or turns < 2 else s.followups,
-      temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, greedy=greedy,
-      stop_ids=tuple(env.stop_ids), pad_id=env.pad_id)
-
-
 def step_metrics(scores, rollout, out, tokens_per_s: float | None = None) -> dict[str, float]:
   """Per-step training metrics from the host-side scores and the sampled attempts."""
   m: dict[str, float] = {}
@@ -263,7 +225,7 @@ class Trainer:
     self.param_sh = sharding.model_shardings(params, self.mesh)
     # The frozen reference: the same initial weights, never seen by the optimiser.
     self.ref_params = jax.tree.map(jnp.copy, params)
-    self.optimizer = make_optimizer(config.optim)
+    self.optimizer = build.make_optimizer(config.optim)
     self.opt_sh = sharding.tree_shardings_like(jax.eval_shape(self.optimizer.init, params),
                                                self.param_sh, self.mesh)
     opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_sh)(params)
@@ -272,12 +234,12 @@ class Trainer:
     # Everything on its final sharding up front, so the step compiles once.
     self.state = jax.device_put(TrainState(params=params, opt_state=opt_state,
                                            step=jnp.int32(0)), self.state_sh)
-    self.single_turn = tuple(config.stages) == ("single_turn",)
-    turns = 1 if self.single_turn else 2
-    self.sampler = sampler_lib.Sampler(model, _sampler_config(config, self.env, turns=turns),
-                                       mesh=self.mesh)
+    self.single_turn = build.num_turns(config) == 1
+    self.sampler = sampler_lib.Sampler(
+        model, build.sampler_config(config, self.env, turns=build.num_turns(config)),
+        mesh=self.mesh)
     self.eval_sampler = sampler_lib.Sampler(
-        model, _sampler_config(config, self.env, greedy=True), mesh=self.mesh)
+        model, build.sampler_config(config, self.env, greedy=True), mesh=self.mesh)
     rows = config.batch_size * self.sampler.cfg.rows_per_prompt
     self.num_micro = rows // config.micro_batch_size if config.micro_batch_size else 1
     batch_sh = sharding.batch_sharding(self.mesh, 2)
@@ -299,7 +261,7 @@ class Trainer:
 
   def _train_step(self, stage: str):
     if stage not in self._steps:
-      step = make_train_step(self.graphdef, self.optimizer, loss_config(self.config, stage),
+      step = make_train_step(self.graphdef, self.optimizer, build.loss_config(self.config, stage),
                              self.config.sampler.temperature, self.num_micro)
       self._steps[stage] = jax.jit(step, in_shardings=(self.state_sh, None),
                                    out_shardings=(self.state_sh, None), donate_argnums=(0,))

@@ -210,3 +210,19 @@ def test_anchor_turn1_keeps_beta2_on_turn1_in_stage2():
   k1 = logp - ref
   np.testing.assert_allclose(g * masks[0], (-adv[0][:, None] + 0.7 * k1) * masks[0], atol=1e-6)
   np.testing.assert_allclose(g * masks[1], (-adv[1][:, None] + 0.05 * k1) * masks[1], atol=1e-6)
+
+
+def test_policy_loss_checks_shapes_at_its_boundary():
+  """Mismatched [T, R, L] masks, [T, R] advantages or log-probs fail with chex's assertion
+  at trace time, not as a silent broadcast."""
+  cfg = losses.LossConfig(stage="stage2", num_samples=2)
+  logp = jnp.zeros((4, 6))
+  masks = jnp.ones((2, 4, 6), bool)
+  adv = jnp.zeros((2, 4))
+  losses.policy_loss(logp, logp, masks, adv, cfg)  # the right shapes
+  for bad in [(logp, logp[:, :5], masks, adv), (logp, logp, masks[:, :3], adv),
+              (logp, logp, masks, adv[:, :2]), (logp, logp, masks[0], adv)]:
+    with pytest.raises(AssertionError):
+      losses.policy_loss(*bad, cfg)
+  with pytest.raises(AssertionError):
+    losses.turn_advantages(jnp.zeros((8,)), cfg)

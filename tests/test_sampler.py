@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 
 from score_jax.model import init_model, tiny
-from score_jax.sampler import (Sampler, SamplerConfig, assemble_sequences, gather_turn_logprobs,
-                               sample_token, sequence_logprobs)
+from score_jax.sampler import Sampler, SamplerConfig, sample_token
+from score_jax.teacher_forcing import assemble_sequences, gather_turn_logprobs, sequence_logprobs
 
 PROMPTS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 0, 0, 0, 0], [13, 0, 0, 0, 0, 0],
                     [14, 15, 16, 17, 0, 0]])

@@ -493,7 +493,8 @@ def _norm_question(q: str) -> str:
 def drop_overlap(tasks: Sequence[Task], held_out: Sequence[Task]) -> list[Task]:
     """``tasks`` minus those whose question also appears in ``held_out``.
 
-    E.g. the MATH test problems outside MATH500 for training (PAPER.md, data splits).
+    E.g. the MATH test problems outside MATH500 for training: Kumar et al. (2024) train on
+    the 7.5k MATH training problems plus 4.5k test problems and evaluate on MATH500.
     """
     seen = {_norm_question(t.question) for t in held_out}
     return [t for t in tasks if _norm_question(t.question) not in seen]
