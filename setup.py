@@ -1,4 +1,5 @@
 """score_jax: SCoRe (self-correction via multi-turn RL) in JAX/Flax."""
+
 import setuptools
 
 setuptools.setup(

@@ -59,16 +59,56 @@ from score_jax.model.config import ModelConfig
 #     head_dim 256, 15360. (The 4B/12B multimodal checkpoints list vocab 262208 = 262144 text
 #     tokens + image tokens; we use 262144.) All tie the output layer to the embedding.
 MODELS: dict[str, dict] = {
-    "gemma2-2b": dict(family="gemma2", num_layers=26, embed_dim=2304, num_heads=8,
-                      num_kv_heads=4, head_dim=256, hidden_dim=9216, vocab_size=256000),
-    "gemma-7b": dict(family="gemma2", num_layers=28, embed_dim=3072, num_heads=16,
-                     num_kv_heads=16, head_dim=256, hidden_dim=24576, vocab_size=256000),
-    "gemma3-1b": dict(family="gemma3", num_layers=26, embed_dim=1152, num_heads=4,
-                      num_kv_heads=1, head_dim=256, hidden_dim=6912, vocab_size=262144),
-    "gemma3-4b": dict(family="gemma3", num_layers=34, embed_dim=2560, num_heads=8,
-                      num_kv_heads=4, head_dim=256, hidden_dim=10240, vocab_size=262144),
-    "gemma3-12b": dict(family="gemma3", num_layers=48, embed_dim=3840, num_heads=16,
-                       num_kv_heads=8, head_dim=256, hidden_dim=15360, vocab_size=262144),
+    "gemma2-2b": dict(
+        family="gemma2",
+        num_layers=26,
+        embed_dim=2304,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=256,
+        hidden_dim=9216,
+        vocab_size=256000,
+    ),
+    "gemma-7b": dict(
+        family="gemma2",
+        num_layers=28,
+        embed_dim=3072,
+        num_heads=16,
+        num_kv_heads=16,
+        head_dim=256,
+        hidden_dim=24576,
+        vocab_size=256000,
+    ),
+    "gemma3-1b": dict(
+        family="gemma3",
+        num_layers=26,
+        embed_dim=1152,
+        num_heads=4,
+        num_kv_heads=1,
+        head_dim=256,
+        hidden_dim=6912,
+        vocab_size=262144,
+    ),
+    "gemma3-4b": dict(
+        family="gemma3",
+        num_layers=34,
+        embed_dim=2560,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=256,
+        hidden_dim=10240,
+        vocab_size=262144,
+    ),
+    "gemma3-12b": dict(
+        family="gemma3",
+        num_layers=48,
+        embed_dim=3840,
+        num_heads=16,
+        num_kv_heads=8,
+        head_dim=256,
+        hidden_dim=15360,
+        vocab_size=262144,
+    ),
 }
 # Gemma 7B is Gemma 1: no post-norms/soft-caps, but the same parameter shapes as "gemma2"
 # with post_norms=False; the family only matters here for the norm count.
@@ -76,35 +116,50 @@ _NO_POST_NORMS = {"gemma-7b"}
 
 HBM_GIB = {"v5e": 16, "v4": 32, "v6e": 32, "v5p": 95}
 # Slices for the "largest batch that fits" table: (name, chips, HBM GiB per chip).
-SLICES = (("v5e-8", 8, 16), ("v5e-32", 32, 16), ("v6e-8", 8, 32), ("v6e-32", 32, 32),
-          ("v5p-8", 4, 95), ("v5p-32", 16, 95))
+SLICES = (
+    ("v5e-8", 8, 16),
+    ("v5e-32", 32, 16),
+    ("v6e-8", 8, 32),
+    ("v6e-32", 32, 32),
+    ("v5p-8", 4, 95),
+    ("v5p-32", 16, 95),
+)
 BYTES = {"float32": 4, "bfloat16": 2}
-GIB = 2.0 ** 30
+GIB = 2.0**30
 
 _MODELS = flags.DEFINE_list("models", list(MODELS), f"models, from {list(MODELS)}")
-_CHIPS = flags.DEFINE_list("chips", ["4", "8", "16", "32", "64"],
-                           "chips per slice (v5p-8/v4-8 = 4 chips; v5e-8/v6e-8 = 8)")
+_CHIPS = flags.DEFINE_list(
+    "chips", ["4", "8", "16", "32", "64"], "chips per slice (v5p-8/v4-8 = 4 chips; v5e-8/v6e-8 = 8)"
+)
 _TENSOR = flags.DEFINE_integer("tensor", 1, "mesh.tensor (fsdp = chips / tensor)")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "config.batch_size: prompts per step")
 _SAMPLES = flags.DEFINE_integer("num_samples", 4, "config.sampler.num_samples")
-_MICRO = flags.DEFINE_integer("micro_batch_size", 64,
-                              "config.micro_batch_size: rows per micro-batch (0 = all rows)")
+_MICRO = flags.DEFINE_integer(
+    "micro_batch_size", 64, "config.micro_batch_size: rows per micro-batch (0 = all rows)"
+)
 _PROMPT = flags.DEFINE_integer("prompt_len", 512, "largest of config.sampler.prompt_buckets")
 _TURNS = flags.DEFINE_list("turn_budgets", ["768", "768"], "config.sampler.turn_budgets")
 _INSTR = flags.DEFINE_integer("instruction_len", 128, "config.sampler.instruction_len")
 _PARAM_DTYPE = flags.DEFINE_enum("param_dtype", "float32", list(BYTES), "config.model.param_dtype")
-_REF_DTYPE = flags.DEFINE_enum("ref_dtype", "", ["", *BYTES],
-                               "reference params dtype ('' = param_dtype, as train.py does)")
-_ACT_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", list(BYTES),
-                               "config.model.dtype: activations and KV cache")
+_REF_DTYPE = flags.DEFINE_enum(
+    "ref_dtype", "", ["", *BYTES], "reference params dtype ('' = param_dtype, as train.py does)"
+)
+_ACT_DTYPE = flags.DEFINE_enum(
+    "dtype", "bfloat16", list(BYTES), "config.model.dtype: activations and KV cache"
+)
 _HEADROOM = flags.DEFINE_float("headroom", 0.9, "usable fraction of HBM for 'fits'")
 _FIT = flags.DEFINE_bool("fit", True, "also print the largest batch that fits each slice")
-_REF_MICRO = flags.DEFINE_bool("ref_micro_batched", True,
-                               "the reference log-prob pass runs per micro-batch (as train.py "
-                               "does; --noref_micro_batched: all rows at once)")
-_CHUNKED = flags.DEFINE_bool("chunked_logits", False,
-                             "what if: no [L, V] fp32 logits (chunked log-probs, last-position "
-                             "prefill logits)")
+_REF_MICRO = flags.DEFINE_bool(
+    "ref_micro_batched",
+    True,
+    "the reference log-prob pass runs per micro-batch (as train.py "
+    "does; --noref_micro_batched: all rows at once)",
+)
+_CHUNKED = flags.DEFINE_bool(
+    "chunked_logits",
+    False,
+    "what if: no [L, V] fp32 logits (chunked log-probs, last-position " "prefill logits)",
+)
 _REMAT = flags.DEFINE_bool("remat", False, "what if: jax.checkpoint around each block")
 
 
@@ -118,16 +173,27 @@ class WhatIf:
 def model_config(name: str) -> ModelConfig:
   m = dict(MODELS[name])
   gemma3 = m["family"] == "gemma3"
-  return ModelConfig(**m, norm_offset=True, post_norms=name not in _NO_POST_NORMS,
-                     qk_norm=gemma3, activation="gelu_tanh", tie_embeddings=True,
-                     scale_embeddings=True)
+  return ModelConfig(
+      **m,
+      norm_offset=True,
+      post_norms=name not in _NO_POST_NORMS,
+      qk_norm=gemma3,
+      activation="gelu_tanh",
+      tie_embeddings=True,
+      scale_embeddings=True,
+  )
 
 
 def _shard(shape, axes, fsdp: int, tensor: int) -> int:
   """Elements per chip of one parameter under sharding.DEFAULT_RULES (replicate if no divide)."""
   mesh = {"fsdp": fsdp, "tensor": tensor}
-  rule = {"vocab": "tensor", "embed": "fsdp", "mlp": "tensor", "heads": "tensor",
-          "kv_heads": "tensor"}
+  rule = {
+      "vocab": "tensor",
+      "embed": "fsdp",
+      "mlp": "tensor",
+      "heads": "tensor",
+      "kv_heads": "tensor",
+  }
   used, n = set(), 1
   for dim, ax in zip(shape, axes):
     m = rule.get(ax)
@@ -140,15 +206,27 @@ def _shard(shape, axes, fsdp: int, tensor: int) -> int:
 
 def param_shapes(cfg: ModelConfig):
   """(shape, logical axes) of every parameter, as model/transformer.py creates them."""
-  d, f, n, k, h, v = (cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads,
-                      cfg.head_dim, cfg.vocab_size)
+  d, f, n, k, h, v = (
+      cfg.embed_dim,
+      cfg.hidden_dim,
+      cfg.num_heads,
+      cfg.num_kv_heads,
+      cfg.head_dim,
+      cfg.vocab_size,
+  )
   out = [((v, d), ("vocab", "embed")), ((d,), ("norm",))]
   if not cfg.tie_embeddings:
     out.append(((d, v), ("embed", "vocab")))
   kv = ((d, k, h), ("embed", "kv_heads", "head_dim"))
-  layer = [((d, n, h), ("embed", "heads", "head_dim")), kv, kv,
-           ((n, h, d), ("heads", "head_dim", "embed")),
-           ((d, f), ("embed", "mlp")), ((d, f), ("embed", "mlp")), ((f, d), ("mlp", "embed"))]
+  layer = [
+      ((d, n, h), ("embed", "heads", "head_dim")),
+      kv,
+      kv,
+      ((n, h, d), ("heads", "head_dim", "embed")),
+      ((d, f), ("embed", "mlp")),
+      ((d, f), ("embed", "mlp")),
+      ((f, d), ("mlp", "embed")),
+  ]
   layer += [((d,), ("norm",))] * (4 if cfg.post_norms else 2)
   layer += [((h,), ("norm",))] * (2 if cfg.qk_norm else 0)
   return out + layer * cfg.num_layers
@@ -169,8 +247,13 @@ class Estimate:
 
   @property
   def total(self) -> float:
-    return (self.policy + self.adam + self.ref + self.kv +
-            max(self.grads + self.train_act, self.ref_fwd, self.sampling))
+    return (
+        self.policy
+        + self.adam
+        + self.ref
+        + self.kv
+        + max(self.grads + self.train_act, self.ref_fwd, self.sampling)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,12 +267,23 @@ class Shapes:
 
   @property
   def seq_len(self) -> int:  # sampler.cache_len == the training sequence length
-    return self.prompt_len + sum(self.turn_budgets) + self.instruction_len * (
-        len(self.turn_budgets) - 1)
+    return (
+        self.prompt_len
+        + sum(self.turn_budgets)
+        + self.instruction_len * (len(self.turn_budgets) - 1)
+    )
 
 
-def estimate(cfg: ModelConfig, chips: int, tensor: int, s: Shapes, param_dtype: str,
-             ref_dtype: str, act_dtype: str, w: WhatIf = WhatIf()) -> Estimate:
+def estimate(
+    cfg: ModelConfig,
+    chips: int,
+    tensor: int,
+    s: Shapes,
+    param_dtype: str,
+    ref_dtype: str,
+    act_dtype: str,
+    w: WhatIf = WhatIf(),
+) -> Estimate:
   if chips % tensor:
     raise ValueError(f"--tensor={tensor} does not divide {chips} chips")
   fsdp = chips // tensor
@@ -216,11 +310,17 @@ def estimate(cfg: ModelConfig, chips: int, tensor: int, s: Shapes, param_dtype: 
   ref_row = logits(length, 2) + scores(length, length)
   prefill_prompt = kv_row + logits(s.prompt_len, 1) + scores(s.prompt_len, length)
   return Estimate(
-      params=total, policy=per_chip * pb / GIB, policy_bf16=per_chip * 2 / GIB,
-      adam=2 * per_chip * pb / GIB, ref=per_chip * rb / GIB, grads=2 * per_chip * pb / GIB,
-      kv=(rows_chip + prompts_chip) * kv_row / GIB, train_act=micro_chip * train_row / GIB,
+      params=total,
+      policy=per_chip * pb / GIB,
+      policy_bf16=per_chip * 2 / GIB,
+      adam=2 * per_chip * pb / GIB,
+      ref=per_chip * rb / GIB,
+      grads=2 * per_chip * pb / GIB,
+      kv=(rows_chip + prompts_chip) * kv_row / GIB,
+      train_act=micro_chip * train_row / GIB,
       ref_fwd=(micro_chip if w.ref_micro_batched else rows_chip) * ref_row / GIB,
-      sampling=prompts_chip * prefill_prompt / GIB)
+      sampling=prompts_chip * prefill_prompt / GIB,
+  )
 
 
 def fits(total_gib: float, headroom: float) -> str:
@@ -228,8 +328,9 @@ def fits(total_gib: float, headroom: float) -> str:
   return " ".join(ok) if ok else "none"
 
 
-def largest_batch(cfg, chips, hbm, tensor, s: Shapes, param_dtype, ref_dtype, act_dtype,
-                  headroom, w: WhatIf) -> str:
+def largest_batch(
+    cfg, chips, hbm, tensor, s: Shapes, param_dtype, ref_dtype, act_dtype, headroom, w: WhatIf
+) -> str:
   """'batch_size/micro_batch_size' of the largest step that fits, or '-' if none does."""
   fsdp = chips // tensor
   best = "-"
@@ -239,9 +340,21 @@ def largest_batch(cfg, chips, hbm, tensor, s: Shapes, param_dtype, ref_dtype, ac
     # The smallest legal micro-batch: a multiple of num_samples and of fsdp that divides rows.
     step = math.lcm(s.num_samples, fsdp)
     micros = [m for m in range(step, rows + 1, step) if rows % m == 0]
-    fitting = [m for m in micros if estimate(
-        cfg, chips, tensor, dataclasses.replace(s, batch_size=b, micro_batch_size=m),
-        param_dtype, ref_dtype, act_dtype, w).total <= hbm * headroom]
+    fitting = [
+        m
+        for m in micros
+        if estimate(
+            cfg,
+            chips,
+            tensor,
+            dataclasses.replace(s, batch_size=b, micro_batch_size=m),
+            param_dtype,
+            ref_dtype,
+            act_dtype,
+            w,
+        ).total
+        <= hbm * headroom
+    ]
     if not fitting:
       break
     best = f"{b}/{max(fitting)}"
@@ -250,22 +363,32 @@ def largest_batch(cfg, chips, hbm, tensor, s: Shapes, param_dtype, ref_dtype, ac
 
 def main(argv):
   del argv
-  s = Shapes(batch_size=_BATCH.value, num_samples=_SAMPLES.value,
-             micro_batch_size=_MICRO.value, prompt_len=_PROMPT.value,
-             turn_budgets=tuple(int(t) for t in _TURNS.value), instruction_len=_INSTR.value)
+  s = Shapes(
+      batch_size=_BATCH.value,
+      num_samples=_SAMPLES.value,
+      micro_batch_size=_MICRO.value,
+      prompt_len=_PROMPT.value,
+      turn_budgets=tuple(int(t) for t in _TURNS.value),
+      instruction_len=_INSTR.value,
+  )
   pd, rd, ad, t = _PARAM_DTYPE.value, _REF_DTYPE.value, _ACT_DTYPE.value, _TENSOR.value
   w = WhatIf(_REF_MICRO.value, _CHUNKED.value, _REMAT.value)
-  what_if = ", ".join(f.name for f in dataclasses.fields(w)
-                      if getattr(w, f.name) and f.name != "ref_micro_batched")
+  what_if = ", ".join(
+      f.name for f in dataclasses.fields(w) if getattr(w, f.name) and f.name != "ref_micro_batched"
+  )
   rows = s.batch_size * s.num_samples
-  print(f"Per-chip GiB{' (what if: ' + what_if + ')' if what_if else ''}. "
-        f"batch_size={s.batch_size} prompts x num_samples={s.num_samples} = "
-        f"{rows} rows/step, micro_batch_size={s.micro_batch_size or rows}, "
-        f"L = {s.prompt_len}+{'+'.join(map(str, s.turn_budgets))}+{s.instruction_len} = "
-        f"{s.seq_len} tokens; param_dtype={pd}, ref={rd or pd}, dtype={ad}; "
-        f"mesh fsdp=chips/{t}, tensor={t}. Activation columns are ROUGH.\n")
-  print("| model | params | chips | policy | (bf16) | Adam | ref | grads | KV | act. train "
-        "| ref fwd | sampling | total | fits |")
+  print(
+      f"Per-chip GiB{' (what if: ' + what_if + ')' if what_if else ''}. "
+      f"batch_size={s.batch_size} prompts x num_samples={s.num_samples} = "
+      f"{rows} rows/step, micro_batch_size={s.micro_batch_size or rows}, "
+      f"L = {s.prompt_len}+{'+'.join(map(str, s.turn_budgets))}+{s.instruction_len} = "
+      f"{s.seq_len} tokens; param_dtype={pd}, ref={rd or pd}, dtype={ad}; "
+      f"mesh fsdp=chips/{t}, tensor={t}. Activation columns are ROUGH.\n"
+  )
+  print(
+      "| model | params | chips | policy | (bf16) | Adam | ref | grads | KV | act. train "
+      "| ref fwd | sampling | total | fits |"
+  )
   print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
   for name in _MODELS.value:
     if name not in MODELS:
@@ -273,24 +396,40 @@ def main(argv):
     cfg = model_config(name)
     for chips in map(int, _CHIPS.value):
       if s.batch_size % (chips // t):
-        print(f"| {name} | | {chips} | batch_size={s.batch_size} is not divisible by "
-              f"fsdp={chips // t} | | | | | | | | | | |")
+        print(
+            f"| {name} | | {chips} | batch_size={s.batch_size} is not divisible by "
+            f"fsdp={chips // t} | | | | | | | | | | |"
+        )
         continue
       e = estimate(cfg, chips, t, s, pd, rd, ad, w)
-      cells = [e.policy, e.policy_bf16, e.adam, e.ref, e.grads, e.kv, e.train_act, e.ref_fwd,
-               e.sampling, e.total]
-      print(f"| {name} | {e.params / 1e9:.2f}B | {chips} | "
-            + " | ".join(f"{c:.1f}" for c in cells) + f" | {fits(e.total, _HEADROOM.value)} |")
+      cells = [
+          e.policy,
+          e.policy_bf16,
+          e.adam,
+          e.ref,
+          e.grads,
+          e.kv,
+          e.train_act,
+          e.ref_fwd,
+          e.sampling,
+          e.total,
+      ]
+      print(
+          f"| {name} | {e.params / 1e9:.2f}B | {chips} | "
+          + " | ".join(f"{c:.1f}" for c in cells)
+          + f" | {fits(e.total, _HEADROOM.value)} |"
+      )
   if _FIT.value:
-    print(f"\nLargest batch_size/micro_batch_size that fits (total <= {_HEADROOM.value:g} x "
-          f"HBM; num_samples={s.num_samples}, L={s.seq_len}, same dtypes; '-' = not even the "
-          "smallest):\n")
+    print(
+        f"\nLargest batch_size/micro_batch_size that fits (total <= {_HEADROOM.value:g} x "
+        f"HBM; num_samples={s.num_samples}, L={s.seq_len}, same dtypes; '-' = not even the "
+        "smallest):\n"
+    )
     print("| model | " + " | ".join(f"{n} ({c}x{h} GiB)" for n, c, h in SLICES) + " |")
     print("|---|" + "---:|" * len(SLICES))
     for name in _MODELS.value:
       cfg = model_config(name)
-      cells = [largest_batch(cfg, c, h, t, s, pd, rd, ad, _HEADROOM.value, w)
-               for _, c, h in SLICES]
+      cells = [largest_batch(cfg, c, h, t, s, pd, rd, ad, _HEADROOM.value, w) for _, c, h in SLICES]
       print(f"| {name} | " + " | ".join(cells) + " |")
 
 

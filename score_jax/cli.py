@@ -39,8 +39,9 @@ DEBUG_ENV = "SCORE_JAX_DEBUG"
 
 # Messages that name the field or flag they are about.
 _NAMED = re.compile(r"^(config\.[A-Za-z_][\w.]*|--[A-Za-z_][\w.-]*=)")
-_OVERRIDE = re.compile(r"^--?(?:no)?(?P<flag>[A-Za-z_]\w*)\.(?P<path>[\w.]+)(?:=(?P<value>.*))?$",
-                       re.S)
+_OVERRIDE = re.compile(
+    r"^--?(?:no)?(?P<flag>[A-Za-z_]\w*)\.(?P<path>[\w.]+)(?:=(?P<value>.*))?$", re.S
+)
 
 
 def _env_debug() -> bool:
@@ -57,8 +58,7 @@ def _argv_verbosity(argv: Sequence[str]) -> int:
     m = re.match(r"^--?(?:verbosity|v)(?:=(.*))?$", a)
     if not m:
       continue
-    value = m.group(1) if m.group(1) is not None else (args[i + 1] if i + 1 < len(args)
-                                                          else "")
+    value = m.group(1) if m.group(1) is not None else (args[i + 1] if i + 1 < len(args) else "")
     try:
       level = int(value)
     except ValueError:
@@ -71,6 +71,7 @@ def debug_requested(argv: Sequence[str] | None = None) -> bool:
   if _env_debug():
     return True
   from absl import flags
+
   try:
     if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].value >= 1:
       return True
@@ -92,6 +93,7 @@ def fail_verbose(e: BaseException) -> NoReturn:
   """The debug form of `fail`: the full traceback of `e`, then exit status 2 (or, under
   absl's --pdb_post_mortem, `e` itself so that the debugger opens)."""
   from absl import flags
+
   try:
     post_mortem = flags.FLAGS.is_parsed() and flags.FLAGS["pdb_post_mortem"].value
   except (KeyError, AttributeError, flags.Error):
@@ -118,10 +120,12 @@ def _last_line(text: str) -> str:
 def is_input_error(e: BaseException) -> bool:
   from absl import app, flags
   from score_jax.rewards.code_sandbox import SandboxUnavailable
+
   if isinstance(e, (config_lib.ConfigError, flags.Error, app.UsageError, SandboxUnavailable)):
     return True
-  return (isinstance(e, (ValueError, TypeError, OSError, LookupError))
-          and bool(_NAMED.match(_message(e).lstrip())))
+  return isinstance(e, (ValueError, TypeError, OSError, LookupError)) and bool(
+      _NAMED.match(_message(e).lstrip())
+  )
 
 
 def describe(e: BaseException) -> str:
@@ -170,13 +174,15 @@ def _is_config_flag(flag) -> bool:
 
 def _config_flags(flag_values) -> list:
   flags_ = [flag_values[name] for name in list(flag_values)]
-  return [f for i, f in enumerate(flags_) if _is_config_flag(f)
-          and all(f is not g for g in flags_[:i])]  # a flag may be listed under 2 names
+  return [
+      f for i, f in enumerate(flags_) if _is_config_flag(f) and all(f is not g for g in flags_[:i])
+  ]  # a flag may be listed under 2 names
 
 
 def _describe_parse_error(e: BaseException, argv: Sequence[str]) -> str:
   """One line for an exception raised while absl parsed the command line."""
   from absl import flags
+
   if isinstance(e, flags.Error):
     return describe(e)
   if isinstance(e, (KeyError, AttributeError, IndexError)):
@@ -207,6 +213,7 @@ def _describe_parse_error(e: BaseException, argv: Sequence[str]) -> str:
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's `flags_parser`: parses `argv`; any input error exits 2 with one line."""
   from absl import flags
+
   try:
     rest = flags.FLAGS(argv)
   except SystemExit:
@@ -249,4 +256,5 @@ def wrap(main: Callable[[list[str]], object]) -> Callable[[list[str]], object]:
 def run(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
   """`absl.app.run(main)` with one-line input errors and exit status 2."""
   from absl import app
+
   app.run(wrap(main), argv=None if argv is None else list(argv), flags_parser=parse_flags)

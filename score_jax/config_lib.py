@@ -48,10 +48,25 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.chat_template = ""  # '' = the model family's; or gemma/llama3/qwen2/plain
   # model.source='embedded': the recipe of the tiny SFT base model (built once, cached in
   # model.path or $SCORE_JAX_CACHE/embedded_base-<hash>; see score_jax.tasks.embedded).
-  c.model.base = ml_collections.ConfigDict(dict(
-      num_layers=2, embed_dim=128, num_heads=4, num_kv_heads=2, vocab_size=256, noise=0.3,
-      habit=0.0, habit_above=22, dialogue=1, preamble=0.0,
-      sft_steps=300, sft_batch_size=128, sft_learning_rate=3e-3, sft_seq_len=40, seed=0))
+  c.model.base = ml_collections.ConfigDict(
+      dict(
+          num_layers=2,
+          embed_dim=128,
+          num_heads=4,
+          num_kv_heads=2,
+          vocab_size=256,
+          noise=0.3,
+          habit=0.0,
+          habit_above=22,
+          dialogue=1,
+          preamble=0.0,
+          sft_steps=300,
+          sft_batch_size=128,
+          sft_learning_rate=3e-3,
+          sft_seq_len=40,
+          seed=0,
+      )
+  )
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "embedded"  # one of DATASETS
@@ -61,13 +76,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.task.eval_source = ""  # '' = task.source
   c.task.num_eval = 256  # held-out problems per periodic evaluation (0 = off)
   # task.name='embedded': pair-sum (score_jax.tasks.pair_sum) or sort (.sort_list) problems.
-  c.task.embedded = ml_collections.ConfigDict(dict(family="pair_sum", count=6, max_value=20,
-                                                  restate=False))
+  c.task.embedded = ml_collections.ConfigDict(
+      dict(family="pair_sum", count=6, max_value=20, restate=False)
+  )
   # Code tasks (mbpp/humaneval): the sandbox that runs the unit tests. timeout_s: wall-clock
   # limit per program; memory_mb: its address-space limit; workers: programs run in
   # parallel (0 = one per CPU); allow_unconfined: run even where no isolation is available.
-  c.task.sandbox = ml_collections.ConfigDict(dict(timeout_s=10.0, memory_mb=1024, workers=0,
-                                                 allow_unconfined=False))
+  c.task.sandbox = ml_collections.ConfigDict(
+      dict(timeout_s=10.0, memory_mb=1024, workers=0, allow_unconfined=False)
+  )
 
   c.sampler = ml_collections.ConfigDict()
   c.sampler.temperature = 1.0
@@ -184,8 +201,9 @@ def _int(c, field: str, lo=None, hi=None, msg: str | None = None) -> int:
   return int(v)
 
 
-def _real(c, field: str, lo=None, hi=None, lo_open=False, hi_open=False,
-          msg: str | None = None) -> float:
+def _real(
+    c, field: str, lo=None, hi=None, lo_open=False, hi_open=False, msg: str | None = None
+) -> float:
   """A number (int or float, not a bool) in the range; NaN is never in range."""
   v = _get(c, field)
   if not _is_real(v):
@@ -243,10 +261,23 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   for f in ("dtype", "param_dtype"):
     _choice(c, f"model.{f}", DTYPES, "not a floating-point dtype name")
   _str(c, "model.tokenizer")
-  _choice(c, "model.chat_template", ("",) + CHAT_TEMPLATES,
-          "unknown chat template ('' = the model family's)")
-  for f in ("num_layers", "embed_dim", "num_heads", "num_kv_heads", "vocab_size", "dialogue",
-            "sft_steps", "sft_batch_size", "sft_seq_len"):
+  _choice(
+      c,
+      "model.chat_template",
+      ("",) + CHAT_TEMPLATES,
+      "unknown chat template ('' = the model family's)",
+  )
+  for f in (
+      "num_layers",
+      "embed_dim",
+      "num_heads",
+      "num_kv_heads",
+      "vocab_size",
+      "dialogue",
+      "sft_steps",
+      "sft_batch_size",
+      "sft_seq_len",
+  ):
     _int(c, f"model.base.{f}", 1, msg="must be a positive integer")
   for f in ("noise", "habit", "preamble"):
     _real(c, f"model.base.{f}", 0.0, 1.0, msg="a probability, must be in [0, 1]")
@@ -262,18 +293,32 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   _int(c, "task.num_eval", 0, msg="must be non-negative (0 = no held-out evaluation)")
   family = _choice(c, "task.embedded.family", EMBEDDED_FAMILIES, "unknown task family")
   count = _int(c, "task.embedded.count", 2, msg="needs at least 2 numbers")
-  _int(c, "task.embedded.max_value", count + 1 if family == "pair_sum" else count,
-       msg=f"needs at least task.embedded.count={count} distinct values"
-       f"{' (and a non-member target)' if family == 'pair_sum' else ''}")
+  _int(
+      c,
+      "task.embedded.max_value",
+      count + 1 if family == "pair_sum" else count,
+      msg=f"needs at least task.embedded.count={count} distinct values"
+      f"{' (and a non-member target)' if family == 'pair_sum' else ''}",
+  )
   _bool(c, "task.embedded.restate")
   _real(c, "task.sandbox.timeout_s", 0.0, lo_open=True)
   _int(c, "task.sandbox.memory_mb", 64, msg="must be at least 64 (MB of address space)")
-  _int(c, "task.sandbox.workers", 0, MAX_SANDBOX_WORKERS,
-       msg=f"must be in [0, {MAX_SANDBOX_WORKERS}] (0 = one per CPU)")
+  _int(
+      c,
+      "task.sandbox.workers",
+      0,
+      MAX_SANDBOX_WORKERS,
+      msg=f"must be in [0, {MAX_SANDBOX_WORKERS}] (0 = one per CPU)",
+  )
   _bool(c, "task.sandbox.allow_unconfined")
 
-  _real(c, "sampler.temperature", 0.0, lo_open=True,
-        msg="must be positive (training samples at it; evaluation decodes greedily)")
+  _real(
+      c,
+      "sampler.temperature",
+      0.0,
+      lo_open=True,
+      msg="must be positive (training samples at it; evaluation decodes greedily)",
+  )
   _int(c, "sampler.top_k", 0, msg="must be non-negative (0 = off)")
   _real(c, "sampler.top_p", 0.0, 1.0, lo_open=True, msg="must be in (0, 1] (1 = off)")
   num_samples = _int(c, "sampler.num_samples", 1)
@@ -319,8 +364,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     mesh_sizes[a] = v
   _int(c, "mesh.num_devices", 0, msg="must be >= 0 (0 = all devices)")
   dist = _get(c, "distributed")
-  if not isinstance(dist, bool) and not (isinstance(dist, str)
-                                         and dist.strip().lower() in DISTRIBUTED):
+  if not isinstance(dist, bool) and not (
+      isinstance(dist, str) and dist.strip().lower() in DISTRIBUTED
+  ):
     _bad("distributed", dist, "expected 'auto', 'true' or 'false'")
 
   for f in ("checkpoint_every", "eval_every", "log_every"):
@@ -334,14 +380,20 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   if b.embed_dim % b.num_heads:
     _bad("model.base.num_heads", b.num_heads, f"does not divide embed_dim={b.embed_dim}")
   if (b.embed_dim // b.num_heads) % 2:
-    _bad("model.base.embed_dim", b.embed_dim,
-         f"embed_dim / num_heads (= head_dim {b.embed_dim // b.num_heads}) must be even "
-         "for rotary embeddings")
+    _bad(
+        "model.base.embed_dim",
+        b.embed_dim,
+        f"embed_dim / num_heads (= head_dim {b.embed_dim // b.num_heads}) must be even "
+        "for rotary embeddings",
+    )
   if b.num_heads % b.num_kv_heads:
     _bad("model.base.num_kv_heads", b.num_kv_heads, f"must divide num_heads={b.num_heads}")
   if b.habit and family != "pair_sum":
-    _bad("model.base.habit", b.habit, "only the pair_sum family has that slip "
-         f"(task.embedded.family={family!r}); set it to 0")
+    _bad(
+        "model.base.habit",
+        b.habit,
+        "only the pair_sum family has that slip " f"(task.embedded.family={family!r}); set it to 0",
+    )
 
   if "single_turn" in stages and len(stages) > 1:
     _bad("stages", stages, "single_turn is a baseline of its own; don't mix it with stages")
@@ -349,11 +401,17 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     _bad("stage_steps", steps, f"needs one non-negative step count per stage {stages}")
   single = stages == ("single_turn",)
   if single and c.loss.alpha:
-    _bad("loss.alpha", c.loss.alpha,
-         "reward shaping needs two attempts; set loss.alpha=0 for single-turn RL")
+    _bad(
+        "loss.alpha",
+        c.loss.alpha,
+        "reward shaping needs two attempts; set loss.alpha=0 for single-turn RL",
+    )
   if baseline == "loo" and num_samples < 2:
-    _bad("sampler.num_samples", num_samples,
-         "the leave-one-out baseline needs at least 2 samples per prompt")
+    _bad(
+        "sampler.num_samples",
+        num_samples,
+        "the leave-one-out baseline needs at least 2 samples per prompt",
+    )
   turns = 1 if single else 2
   if len(budgets) < turns:
     _bad("sampler.turn_budgets", budgets, f"needs {turns} budgets")
@@ -362,9 +420,12 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   group = num_samples * (followups if turns > 1 else 1)
   rows = batch_size * group
   if micro and (rows % micro or micro % group):
-    _bad("micro_batch_size", micro,
-         f"must divide the {rows} rows per step and be a multiple of the {group} rows "
-         "of one prompt (sampler.num_samples x sampler.followups; groups stay whole)")
+    _bad(
+        "micro_batch_size",
+        micro,
+        f"must divide the {rows} rows per step and be a multiple of the {group} rows "
+        "of one prompt (sampler.num_samples x sampler.followups; groups stay whole)",
+    )
   fill = [a for a, v in mesh_sizes.items() if v == -1]
   if len(fill) > 1:
     _bad(f"mesh.{fill[1]}", -1, f"only one mesh axis may be -1 (mesh.{fill[0]} is too)")
@@ -384,11 +445,17 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     fsdp = mesh_sizes["fsdp"] if mesh_sizes["fsdp"] > 0 else num_devices // fixed
     data_par = data * fsdp  # the prompts of a step are split over data x fsdp
     if batch_size % data_par:
-      _bad("batch_size", batch_size,
-           f"must be divisible by the data-parallel size {data_par} (mesh data x fsdp)")
+      _bad(
+          "batch_size",
+          batch_size,
+          f"must be divisible by the data-parallel size {data_par} (mesh data x fsdp)",
+      )
     if not fill and fixed != num_devices:
-      _bad("mesh", dict(mesh_sizes), f"uses {fixed} of the {num_devices} devices; set one "
-           "axis to -1 or mesh.num_devices")
+      _bad(
+          "mesh",
+          dict(mesh_sizes),
+          f"uses {fixed} of the {num_devices} devices; set one " "axis to -1 or mesh.num_devices",
+      )
 
 
 def leaf_fields(c: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:

@@ -65,6 +65,11 @@ class Environment(abc.ABC):
     return self.tokenizer.decode(ids)
 
 
+def _check_pairs(tasks: Sequence[Any], attempts: Sequence[Any]) -> None:
+  if len(tasks) != len(attempts):
+    raise ValueError(f"score: {len(tasks)} tasks but {len(attempts)} attempts (one per task)")
+
+
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
 
 
@@ -84,8 +89,9 @@ def truncate_at(text: str, stops: Sequence[str]) -> str:
 class DatasetEnvironment(Environment):
   """MATH / GSM8K / MBPP / HumanEval tasks with their checker."""
 
-  def __init__(self, tokenizer, template: str, train: Sequence[Any], held_out: Sequence[Any],
-               *, grader=None):
+  def __init__(
+      self, tokenizer, template: str, train: Sequence[Any], held_out: Sequence[Any], *, grader=None
+  ):
     self.tokenizer = tokenizer
     self.template = template
     self.train = list(train)
@@ -104,11 +110,14 @@ class DatasetEnvironment(Environment):
     self._stop_strings = [x for x in prompts_lib.stop_strings(template, self.kind) if x]
     self._instruction = tokenizer.encode(
         prompts_lib.render_turn2_suffix(self.kind, template, include_end_of_turn=False),
-        add_bos=False)
+        add_bos=False,
+    )
 
   def prompt_tokens(self, tasks):
-    return [self.tokenizer.encode(prompts_lib.render_turn1(t, self.template), add_bos=True)
-            for t in tasks]
+    return [
+        self.tokenizer.encode(prompts_lib.render_turn1(t, self.template), add_bos=True)
+        for t in tasks
+    ]
 
   def instruction_tokens(self):
     return self._instruction
@@ -118,30 +127,46 @@ class DatasetEnvironment(Environment):
     if self._grader is None:
       if self.kind == "code":
         from score_jax.rewards.code_sandbox import CodeSandbox
+
         self._grader = CodeSandbox()
       else:
         from score_jax.rewards.math_grader import MathGrader
+
         self._grader = MathGrader()
     return self._grader
 
   def score(self, tasks, attempts):
+    _check_pairs(tasks, attempts)
     texts = [truncate_at(self.tokenizer.decode(a), self._stop_strings) for a in attempts]
     if self.kind == "code":
       programs = []
       for t, text in zip(tasks, texts):
         code = extract_code(text)
-        if t.entry_point and f"def {t.entry_point}" not in code:
+        if (
+            t.entry_point
+            and f"def {t.entry_point}" in t.prompt
+            and (f"def {t.entry_point}" not in code)
+        ):
           code = t.prompt + code  # a HumanEval-style completion of the given signature
+        if t.test_setup:  # MBPP's setup code: after the program, as if one file (its names
+          code += "\n\n" + t.test_setup  # are the program's globals), and before the tests
         programs.append(code)
       tests = [(t.test_setup or "") + "\n" + t.reference for t in tasks]
       res = self.grader.run_tests(programs, tests, [t.entry_point or "" for t in tasks])
-      return Scores(rewards=np.asarray(res.rewards, np.float32), reasons=list(res.reasons),
-                    texts=texts, tests_passed=res.tests_passed, tests_total=res.tests_total)
+      return Scores(
+          rewards=np.asarray(res.rewards, np.float32),
+          reasons=list(res.reasons),
+          texts=texts,
+          tests_passed=res.tests_passed,
+          tests_total=res.tests_total,
+      )
     else:
-      res = self.grader.grade(texts, [t.reference for t in tasks],
-                              mode="gsm8k" if self.kind == "gsm8k" else "math")
-    return Scores(rewards=np.asarray(res.rewards, np.float32), reasons=list(res.reasons),
-                  texts=texts)
+      res = self.grader.grade(
+          texts, [t.reference for t in tasks], mode="gsm8k" if self.kind == "gsm8k" else "math"
+      )
+    return Scores(
+        rewards=np.asarray(res.rewards, np.float32), reasons=list(res.reasons), texts=texts
+    )
 
   def train_batches(self, batch_size, seed):
     if len(self.train) < batch_size:
@@ -153,7 +178,7 @@ class DatasetEnvironment(Environment):
       per_epoch = n // batch_size
       epoch, i = divmod(step, per_epoch)
       order = np.random.default_rng([seed, epoch]).permutation(n)
-      return [self.train[j] for j in order[i * batch_size:(i + 1) * batch_size]]
+      return [self.train[j] for j in order[i * batch_size : (i + 1) * batch_size]]
 
     return batch
 
@@ -172,6 +197,7 @@ def template_for(config) -> str:
 def load_tokenizer(config):
   from score_jax import tokenizer as tok_lib
   from score_jax.checkpoints import gguf
+
   m = config.model
   if m.source == "gemma3_270m":
     return gguf.tokenizer_from_gguf(gguf.gemma3_270m_path())
@@ -179,20 +205,25 @@ def load_tokenizer(config):
     return gguf.tokenizer_from_gguf(m.path)
   path = m.tokenizer or (os.path.join(m.path, "tokenizer.model") if m.source == "hf" else "")
   if not path:
-    raise ValueError(f"config.model.tokenizer is empty: model.source={m.source!r} needs a "
-                     "SentencePiece .model file")
+    raise ValueError(
+        f"config.model.tokenizer is empty: model.source={m.source!r} needs a "
+        "SentencePiece .model file"
+    )
   return tok_lib.Tokenizer.from_file(path)
 
 
 def check_task_sources(config) -> None:
   """Fails fast, before any model loads, on missing files or unknown datasets."""
   from score_jax.data import tasks as tasks_lib
+
   t = config.task
   tasks_lib.check_dataset_name(t.name)
   if t.name != "humaneval" and not t.source and not (t.eval_source and not t.train_split):
     # Only HumanEval has a built-in copy; the others read the user's files.
-    raise ValueError(f"config.task.source is empty: task.name={t.name!r} needs the dataset "
-                     f"file, e.g. --config.task.source=/path/to/{t.name}_test.jsonl")
+    raise ValueError(
+        f"config.task.source is empty: task.name={t.name!r} needs the dataset "
+        f"file, e.g. --config.task.source=/path/to/{t.name}_test.jsonl"
+    )
   for what, path in (("task.source", t.source), ("task.eval_source", t.eval_source)):
     if path and not os.path.exists(path):
       raise FileNotFoundError(f"config.{what}={path!r}: no such file or directory")
@@ -204,19 +235,24 @@ def from_config(config: ml_collections.ConfigDict) -> Environment:
     return ToyEnvironment()
   if config.task.name == "embedded":
     from score_jax.tasks import embedded
+
     return embedded.environment_from_config(config)
   from score_jax.data import tasks as tasks_lib
+
   check_task_sources(config)
   t = config.task
-  train = tasks_lib.load_tasks(t.name, t.source or None, t.train_split) \
-      if t.train_split else []
-  held_out = tasks_lib.load_tasks(t.name, (t.eval_source or t.source) or None, t.eval_split) \
-      if t.eval_split else []
+  train = tasks_lib.load_tasks(t.name, t.source or None, t.train_split) if t.train_split else []
+  held_out = (
+      tasks_lib.load_tasks(t.name, (t.eval_source or t.source) or None, t.eval_split)
+      if t.eval_split
+      else []
+  )
   grader = None
   if any(task.kind == "code" for task in train + held_out):
     grader = code_sandbox(config)
-  return DatasetEnvironment(load_tokenizer(config), template_for(config), train, held_out,
-                            grader=grader)
+  return DatasetEnvironment(
+      load_tokenizer(config), template_for(config), train, held_out, grader=grader
+  )
 
 
 def code_sandbox(config: ml_collections.ConfigDict):
@@ -224,10 +260,16 @@ def code_sandbox(config: ml_collections.ConfigDict):
   (and without task.sandbox.allow_unconfined) a code run fails here, before any model
   loads, with `SandboxUnavailable` naming the package."""
   from score_jax.rewards.code_sandbox import CodeSandbox, SandboxConfig
+
   s = config.task.sandbox
-  sandbox = CodeSandbox(SandboxConfig(
-      timeout_s=float(s.timeout_s), memory_mb=int(s.memory_mb),
-      workers=int(s.workers) or SandboxConfig.workers, allow_unconfined=bool(s.allow_unconfined)))
+  sandbox = CodeSandbox(
+      SandboxConfig(
+          timeout_s=float(s.timeout_s),
+          memory_mb=int(s.memory_mb),
+          workers=int(s.workers) or SandboxConfig.workers,
+          allow_unconfined=bool(s.allow_unconfined),
+      )
+  )
   sandbox.uses_bwrap  # noqa: B018 (probes bubblewrap, raises if no sandbox may run)
   return sandbox
 
@@ -237,17 +279,23 @@ def load_policy(config: ml_collections.ConfigDict, env: Environment):
   m = config.model
   if m.source == "random":
     from score_jax.model import init_model, tiny
-    return init_model(tiny(m.family, vocab_size=env.vocab_size, dtype=m.dtype,
-                           param_dtype=m.param_dtype), seed=config.seed)
+
+    return init_model(
+        tiny(m.family, vocab_size=env.vocab_size, dtype=m.dtype, param_dtype=m.param_dtype),
+        seed=config.seed,
+    )
   if m.source == "hf":
     from score_jax.checkpoints import load_hf_checkpoint
+
     return load_hf_checkpoint(m.path, dtype=m.dtype, param_dtype=m.param_dtype)[1]
   if m.source in ("gguf", "gemma3_270m"):
     from score_jax.checkpoints import gemma3_270m_path, load_gguf
+
     path = gemma3_270m_path() if m.source == "gemma3_270m" else m.path
     return load_gguf(path, dtype=m.dtype, param_dtype=m.param_dtype)[1]
   if m.source == "embedded":
     from score_jax.tasks import embedded
+
     return embedded.load_policy(config)
   raise ValueError(f"config.model.source={m.source!r}: unknown")
 
@@ -280,11 +328,15 @@ class ToyEnvironment(Environment):
     return self._instruction
 
   def score(self, tasks, attempts):
-    ok = [bool(a) and a[0] >= self.FIRST and a[0] % 2 == t["x"] % 2
-          for t, a in zip(tasks, attempts)]
-    return Scores(rewards=np.asarray(ok, np.float32),
-                  reasons=["correct" if o else "wrong_answer" for o in ok],
-                  texts=[" ".join(map(str, a)) for a in attempts])
+    _check_pairs(tasks, attempts)
+    ok = [
+        bool(a) and a[0] >= self.FIRST and a[0] % 2 == t["x"] % 2 for t, a in zip(tasks, attempts)
+    ]
+    return Scores(
+        rewards=np.asarray(ok, np.float32),
+        reasons=["correct" if o else "wrong_answer" for o in ok],
+        texts=[" ".join(map(str, a)) for a in attempts],
+    )
 
   def train_batches(self, batch_size, seed):
     return lambda step: self._tasks(np.random.default_rng([seed, step, 0]), batch_size)

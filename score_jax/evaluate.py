@@ -39,7 +39,7 @@ class EvalResult:
 def _batches(tasks: Sequence[Any], batch_size: int):
   """Fixed-size batches (the last one padded by repeating its last task): one compile."""
   for i in range(0, len(tasks), batch_size):
-    chunk = list(tasks[i:i + batch_size])
+    chunk = list(tasks[i : i + batch_size])
     yield chunk + [chunk[-1]] * (batch_size - len(chunk)), len(chunk)
 
 
@@ -52,23 +52,37 @@ def sample_and_score(sampler, params, env, tasks, batch_size, key):
     for t, s in enumerate(pending.score()):
       keep = real * n
       cut = lambda v: None if v is None else v[:keep]  # noqa: E731
-      per_turn_scores[t].append(rollout_lib.Scores(
-          rewards=s.rewards[:keep], reasons=s.reasons[:keep], texts=s.texts[:keep],
-          tests_passed=cut(s.tests_passed), tests_total=cut(s.tests_total)))
+      per_turn_scores[t].append(
+          rollout_lib.Scores(
+              rewards=s.rewards[:keep],
+              reasons=s.reasons[:keep],
+              texts=s.texts[:keep],
+              tests_passed=cut(s.tests_passed),
+              tests_total=cut(s.tests_total),
+          )
+      )
   merged = []
   for scores in per_turn_scores:
-    join = lambda f: None if any(getattr(s, f) is None for s in scores) else \
-        np.concatenate([getattr(s, f) for s in scores])  # noqa: E731
-    merged.append(rollout_lib.Scores(
-        rewards=np.concatenate([s.rewards for s in scores]),
-        reasons=[r for s in scores for r in s.reasons],
-        texts=[x for s in scores for x in s.texts],
-        tests_passed=join("tests_passed"), tests_total=join("tests_total")))
+    join = (
+        lambda f: None
+        if any(getattr(s, f) is None for s in scores)
+        else np.concatenate([getattr(s, f) for s in scores])
+    )  # noqa: E731
+    merged.append(
+        rollout_lib.Scores(
+            rewards=np.concatenate([s.rewards for s in scores]),
+            reasons=[r for s in scores for r in s.reasons],
+            texts=[x for s in scores for x in s.texts],
+            tests_passed=join("tests_passed"),
+            tests_total=join("tests_total"),
+        )
+    )
   return merged
 
 
-def evaluate_two_turns(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any], *,
-                       batch_size: int, key=None) -> EvalResult:
+def evaluate_two_turns(
+    sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any], *, batch_size: int, key=None
+) -> EvalResult:
   """Greedy (or the sampler's) two attempts per task -> metrics + per-problem records."""
   key = jax.random.key(0) if key is None else key
   turns = sample_and_score(sampler, params, env, tasks, batch_size, key)
@@ -81,14 +95,17 @@ def evaluate_two_turns(sampler: sampler_lib.Sampler, params, env, tasks: Sequenc
     rec = {"id": getattr(tasks[i], "id", str(i))}
     if n > 1:
       rec["sample"] = row % n
-    rec.update(attempts=[t.texts[row] for t in turns],
-               rewards=[float(t.rewards[row]) for t in turns],
-               reasons=[t.reasons[row] for t in turns])
+    rec.update(
+        attempts=[t.texts[row] for t in turns],
+        rewards=[float(t.rewards[row]) for t in turns],
+        reasons=[t.reasons[row] for t in turns],
+    )
     if all(t.tests_total is not None for t in turns):  # code: test cases passed / in all
       rec["tests"] = [[int(t.tests_passed[row]), int(t.tests_total[row])] for t in turns]
     records.append(rec)
-  return EvalResult(metrics={k: int(v) if k == "n" else float(v) for k, v in m.items()},
-                    records=records)
+  return EvalResult(
+      metrics={k: int(v) if k == "n" else float(v) for k, v in m.items()}, records=records
+  )
 
 
 def _majority(answers: Sequence[str | None]) -> int | None:
@@ -104,30 +121,46 @@ def _check_scaling_args(k: int, kind: str) -> None:
   if k < 2 or k % 2:
     raise ValueError(f"--sc_samples={k}: must be an even number >= 2")
   if kind == "code":
-    raise ValueError(f"--sc_samples={k}: the self-consistency comparison votes over final "
-                     "answers; it is defined for math tasks only, not code")
+    raise ValueError(
+        f"--sc_samples={k}: the self-consistency comparison votes over final "
+        "answers; it is defined for math tasks only, not code"
+    )
 
 
-def compute_scaling(params, env, tasks, model, sampler_cfg: sampler_lib.SamplerConfig,
-                    k: int, *, batch_size: int, key=None) -> dict[str, float]:
+def compute_scaling(
+    params,
+    env,
+    tasks,
+    model,
+    sampler_cfg: sampler_lib.SamplerConfig,
+    k: int,
+    *,
+    batch_size: int,
+    key=None,
+) -> dict[str, float]:
   """The paper's inference-compute comparison at K samples (math tasks).
 
   parallel: majority vote over K first attempts. sequential: K/2 first attempts each
   followed by its self-correction, majority vote over the K/2 corrected answers.
   """
   from score_jax.rewards.math_grader import extract_answer, normalize_answer
+
   _check_scaling_args(k, env.kind)
   key = jax.random.key(1) if key is None else key
   mode = "gsm8k" if env.kind == "gsm8k" else "math"
   out = {}
   for name, n, turns in (("parallel", k, 1), ("sequential", k // 2, 2)):
-    cfg = dataclasses.replace(sampler_cfg, num_samples=n, greedy=False,
-                              turn_budgets=tuple(sampler_cfg.turn_budgets)[:turns])
+    cfg = dataclasses.replace(
+        sampler_cfg,
+        num_samples=n,
+        greedy=False,
+        turn_budgets=tuple(sampler_cfg.turn_budgets)[:turns],
+    )
     sampler = sampler_lib.Sampler(model, cfg)
     final = sample_and_score(sampler, params, env, tasks, batch_size, key)[-1]
     correct = []
     for i in range(len(tasks)):
-      texts = final.texts[i * n:(i + 1) * n]
+      texts = final.texts[i * n : (i + 1) * n]
       answers = [extract_answer(t, mode) for t in texts]
       answers = [normalize_answer(a) if a else None for a in answers]
       j = _majority(answers)
@@ -136,8 +169,14 @@ def compute_scaling(params, env, tasks, model, sampler_cfg: sampler_lib.SamplerC
   return out
 
 
-def write_results(workdir: str, dataset: str, split: str, result: EvalResult,
-                  extra: dict[str, float] | None = None, name: str = "policy") -> str:
+def write_results(
+    workdir: str,
+    dataset: str,
+    split: str,
+    result: EvalResult,
+    extra: dict[str, float] | None = None,
+    name: str = "policy",
+) -> str:
   """<workdir>/eval/<dataset>_<split>.{json,jsonl,md}, atomically (tmp + rename)."""
   d = os.path.join(workdir, "eval")
   os.makedirs(d, exist_ok=True)
@@ -162,6 +201,7 @@ def main(argv):
 
   from score_jax import config_lib, environments, sharding
   from score_jax.checkpoints import state as ckpt_lib
+
   FLAGS = flags.FLAGS
   config = FLAGS.config
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -189,6 +229,7 @@ def main(argv):
     nnx.update(model, tree["params"])
     params = nnx.state(model)
   from score_jax import build
+
   cfg = build.sampler_config(config, env, greedy=True, temperature=FLAGS.sc_temperature)
   sampler = sampler_lib.Sampler(model, cfg)
   bs = FLAGS.batch_size or config.batch_size
@@ -206,12 +247,17 @@ def main(argv):
 def _define_flags():
   from absl import flags
   from ml_collections import config_flags
+
   config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory; results go to <workdir>/eval/.")
-  flags.DEFINE_string("checkpoint_dir", "", "A score_jax training checkpoint directory; "
-                      "default: the model that config.model names.")
-  flags.DEFINE_integer("num_problems", 0, "Evaluate the first N held-out problems (0: "
-                       "config.task.num_eval).")
+  flags.DEFINE_string(
+      "checkpoint_dir",
+      "",
+      "A score_jax training checkpoint directory; " "default: the model that config.model names.",
+  )
+  flags.DEFINE_integer(
+      "num_problems", 0, "Evaluate the first N held-out problems (0: " "config.task.num_eval)."
+  )
   flags.DEFINE_integer("batch_size", 0, "Problems per sampler call (0: config.batch_size).")
   flags.DEFINE_integer("sc_samples", 0, "K for the self-consistency comparison (0: off).")
   flags.DEFINE_float("sc_temperature", 0.7, "Sampling temperature of that comparison.")
@@ -220,5 +266,6 @@ def _define_flags():
 
 if __name__ == "__main__":
   from score_jax import cli
+
   _define_flags()
   cli.run(main)  # input errors: one line on stderr, exit 2 (traceback with --verbosity=1)

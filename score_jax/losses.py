@@ -74,6 +74,7 @@ class LossConfig:
   def __post_init__(self):
     def bad(field, msg):
       raise ValueError(f"LossConfig.{field}={getattr(self, field)!r}: {msg}")
+
     if self.stage not in STAGES:
       bad("stage", f"unknown stage; expected one of {STAGES}")
     for f in ("alpha", "beta1", "beta2"):
@@ -147,12 +148,14 @@ def turn_advantages(rewards: Array, cfg: LossConfig) -> Array:
   rewards = jnp.asarray(rewards, jnp.float32)
   chex.assert_rank(rewards, 2)  # [T, R]
   if rewards.shape[0] < cfg.num_turns:
-    raise ValueError(f"{cfg.stage} needs rewards of {cfg.num_turns} turns, got "
-                     f"{rewards.shape[0]}")
+    raise ValueError(
+        f"{cfg.stage} needs rewards of {cfg.num_turns} turns, got " f"{rewards.shape[0]}"
+    )
   group = cfg.num_samples * cfg.num_followups
   if rewards.shape[1] % group:
-    raise ValueError(f"{rewards.shape[1]} rows are not groups of num_samples x "
-                     f"num_followups = {group}")
+    raise ValueError(
+        f"{rewards.shape[1]} rows are not groups of num_samples x " f"num_followups = {group}"
+    )
   shaped = shaped_rewards(rewards, cfg)
   if cfg.stage == "stage2" and cfg.turn2_state_baseline:
     # r^2 = (1 + alpha) r2 - alpha r1. The -alpha r1 part is fixed before the second
@@ -187,8 +190,9 @@ def kl_term(logp: Array, ref_logp: Array, estimator: str) -> Array:
   return value
 
 
-def policy_loss(logp: Array, ref_logp: Array, turn_masks: Array, advantages: Array,
-                cfg: LossConfig):
+def policy_loss(
+    logp: Array, ref_logp: Array, turn_masks: Array, advantages: Array, cfg: LossConfig
+):
   """(loss_sum, count, metrics) of one (micro-)batch.
 
   Args:
@@ -234,6 +238,6 @@ def finalize_metrics(sums: dict[str, Array]) -> dict[str, Array]:
   out = {}
   for k, v in sums.items():
     if k.endswith("_sum"):
-      name = k[:-len("_sum")]
+      name = k[: -len("_sum")]
       out[name] = v / jnp.maximum(sums["tokens_" + name.split("_")[-1]], 1.0)
   return out

@@ -14,17 +14,21 @@ from typing import Mapping, Sequence
 import numpy as np
 
 METRICS = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i")
-SHORT_NAMES = {"accuracy_t1": "Acc@t1", "accuracy_t2": "Acc@t2", "delta_t1_t2": "Δ(t1,t2)",
-               "delta_i_to_c": "Δ^{i→c}", "delta_c_to_i": "Δ^{c→i}"}
+SHORT_NAMES = {
+    "accuracy_t1": "Acc@t1",
+    "accuracy_t2": "Acc@t2",
+    "delta_t1_t2": "Δ(t1,t2)",
+    "delta_i_to_c": "Δ^{i→c}",
+    "delta_c_to_i": "Δ^{c→i}",
+}
 
 
 def two_turn_metrics(r1, r2) -> dict[str, float]:
   """The five metrics from binary rewards of the two attempts ([N] each, 1 = correct)."""
-  r1 = np.asarray(r1, np.float64).reshape(-1) > 0.5
-  r2 = np.asarray(r2, np.float64).reshape(-1) > 0.5
-  if r1.shape != r2.shape:
-    raise ValueError(f"two_turn_metrics: {r1.shape[0]} first attempts but {r2.shape[0]} "
-                     "second attempts")
+  r1, r2 = np.asarray(r1, np.float64), np.asarray(r2, np.float64)
+  if r1.shape != r2.shape:  # before flattening: [2, 3] and [3, 2] would pair rows wrongly
+    raise ValueError(f"two_turn_metrics: first attempts {r1.shape} but second attempts {r2.shape}")
+  r1, r2 = r1.reshape(-1) > 0.5, r2.reshape(-1) > 0.5
   if not r1.size:
     raise ValueError("two_turn_metrics: no problems")
   return {
@@ -42,8 +46,9 @@ def mean_std(runs: Sequence[Mapping[str, float]]) -> dict[str, tuple[float, floa
   if not runs:
     raise ValueError("mean_std: no runs")
   keys = [k for k in runs[0] if all(k in r for r in runs)]
-  return {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])))
-          for k in keys}
+  return {
+      k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))) for k in keys
+  }
 
 
 def _cell(v) -> str:
@@ -58,8 +63,9 @@ def format_table(rows: Mapping[str, Mapping], metrics: Sequence[str] = METRICS) 
   sep = "| --- |" + " ---: |" * len(metrics)
   lines = [head, sep]
   for name, row in rows.items():
-    lines.append(f"| {name} | " + " | ".join(_cell(row[m]) if m in row else "–"
-                                             for m in metrics) + " |")
+    lines.append(
+        f"| {name} | " + " | ".join(_cell(row[m]) if m in row else "–" for m in metrics) + " |"
+    )
   return "\n".join(lines)
 
 

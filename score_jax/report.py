@@ -48,6 +48,7 @@ def smooth(x: Sequence[float], window: int) -> np.ndarray:
 def plot_curves(records: Sequence[dict], path: str, stage_starts: Sequence[int] = ()) -> str:
   """Rewards per turn, Δ(t1,t2) and KL per turn over training steps -> PNG at `path`."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -57,8 +58,10 @@ def plot_curves(records: Sequence[dict], path: str, stage_starts: Sequence[int] 
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   panels = [
       ("training reward (sampled, moving average)", [("acc_t1", "turn 1"), ("acc_t2", "turn 2")]),
-      ("Δ(t1,t2) and its parts", [("delta_t1_t2", "Δ(t1,t2)"), ("delta_i_to_c", "Δ i→c"),
-                                  ("delta_c_to_i", "Δ c→i")]),
+      (
+          "Δ(t1,t2) and its parts",
+          [("delta_t1_t2", "Δ(t1,t2)"), ("delta_i_to_c", "Δ i→c"), ("delta_c_to_i", "Δ c→i")],
+      ),
       ("KL to the reference, per token", [("kl_t1", "turn 1"), ("kl_t2", "turn 2")]),
   ]
   for ax, (title, series) in zip(axes, panels):
@@ -73,24 +76,32 @@ def plot_curves(records: Sequence[dict], path: str, stage_starts: Sequence[int] 
     ax.grid(alpha=0.3)
     ax.legend()
   if stage_starts:
-    axes[0].text(0.01, 0.02, "dashed: next stage", transform=axes[0].transAxes, fontsize=8,
-                 color="gray")
+    axes[0].text(
+        0.01, 0.02, "dashed: next stage", transform=axes[0].transAxes, fontsize=8, color="gray"
+    )
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
 
 
-def write_report(workdir: str, rows: Mapping[str, Mapping[str, float]], *,
-                 title: str = "SCoRe run", notes: Sequence[str] = (),
-                 stage_starts: Sequence[int] = ()) -> str:
+def write_report(
+    workdir: str,
+    rows: Mapping[str, Mapping[str, float]],
+    *,
+    title: str = "SCoRe run",
+    notes: Sequence[str] = (),
+    stage_starts: Sequence[int] = (),
+) -> str:
   """report.md (+ curves.png when there are training metrics) in `workdir`; returns the path."""
   os.makedirs(workdir, exist_ok=True)
   records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   lines = [f"# {title}", ""]
   n = {int(r["n"]) for r in rows.values() if "n" in r}
-  lines.append(f"Held-out problems: {', '.join(map(str, sorted(n))) or '?'}; greedy decoding; "
-               "numbers in percent.")
+  lines.append(
+      f"Held-out problems: {', '.join(map(str, sorted(n))) or '?'}; greedy decoding; "
+      "numbers in percent."
+  )
   lines += ["", metrics_lib.format_table(rows), ""]
   if records:
     plot_curves(records, os.path.join(workdir, "curves.png"), stage_starts)

@@ -40,19 +40,28 @@ def _right_pad(rows: Sequence[Sequence[int]], length: int, pad_id: int, too_long
     raise ValueError(too_long(i, lens[i]))
   out = np.full((len(rows), length), pad_id, np.int32)
   for i, r in enumerate(rows):
-    out[i, :len(r)] = r
+    out[i, : len(r)] = r
   return out, lens
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]], bucket: int, pad_id: int):
-  return _right_pad(prompts, bucket, pad_id, lambda i, n: f"prompt {i} has {n} tokens; the "
-                    f"prompt bucket is {bucket}")
+  return _right_pad(
+      prompts,
+      bucket,
+      pad_id,
+      lambda i, n: f"prompt {i} has {n} tokens; the " f"prompt bucket is {bucket}",
+  )
 
 
 def pad_instructions(instructions: Sequence[Sequence[int]], length: int, pad_id: int):
   """Per-task instruction ids -> ([B, length] right-padded, lengths [B])."""
-  return _right_pad(instructions, length, pad_id, lambda i, n: f"the instruction of task {i} "
-                    f"has {n} tokens, more than sampler.instruction_len={length}")
+  return _right_pad(
+      instructions,
+      length,
+      pad_id,
+      lambda i, n: f"the instruction of task {i} "
+      f"has {n} tokens, more than sampler.instruction_len={length}",
+  )
 
 
 def turn_token_lists(out: sampler_lib.SampleOutput) -> list[list[list[int]]]:
@@ -82,16 +91,16 @@ class Pending:
 _assemble = jax.jit(teacher_forcing.assemble_sequences, static_argnames=("pad_id",))
 
 
-def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any],
-                  key: Array) -> Pending:
+def collect_async(
+    sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any], key: Array
+) -> Pending:
   """Samples every turn for `tasks`; rows are task-major (task i -> rows i*n .. i*n+n-1)."""
   cfg = sampler.cfg
   prompt_ids = env.prompt_tokens(tasks)
   bucket = cfg.bucket(max(len(p) for p in prompt_ids))
   prompts, lens = pad_prompts(prompt_ids, bucket, env.pad_id)
   if cfg.num_turns > 1:
-    instr, instr_lens = pad_instructions(env.instructions(tasks), cfg.instruction_len,
-                                         env.pad_id)
+    instr, instr_lens = pad_instructions(env.instructions(tasks), cfg.instruction_len, env.pad_id)
     out = sampler(params, prompts, lens, instr, instr_lens, key)
   else:
     instr = np.zeros((1, 0), np.int32)
@@ -101,5 +110,6 @@ def collect_async(sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any
   chex.assert_shape([seq, valid], (rows, None))  # [R, L]
   chex.assert_shape(turn_masks, (cfg.num_turns, rows, seq.shape[1]))  # [T, R, L]
   row_tasks = [t for t in tasks for _ in range(cfg.rows_per_prompt)]
-  return Pending(env=env, row_tasks=row_tasks, out=out, tokens=seq, input_mask=valid,
-                 turn_masks=turn_masks)
+  return Pending(
+      env=env, row_tasks=row_tasks, out=out, tokens=seq, input_mask=valid, turn_masks=turn_masks
+  )

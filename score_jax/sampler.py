@@ -70,6 +70,7 @@ class SamplerConfig:
   def __post_init__(self):
     def bad(field, msg):
       raise ValueError(f"SamplerConfig.{field}={getattr(self, field)!r}: {msg}")
+
     if not self.prompt_buckets or any(b <= 0 for b in self.prompt_buckets):
       bad("prompt_buckets", "needs at least one positive length")
     if not self.turn_budgets or any(b < 0 for b in self.turn_budgets):
@@ -103,8 +104,10 @@ class SamplerConfig:
     for b in sorted(self.prompt_buckets):
       if length <= b:
         return b
-    raise ValueError(f"prompt of {length} tokens exceeds the largest prompt bucket "
-                     f"{max(self.prompt_buckets)} (SamplerConfig.prompt_buckets)")
+    raise ValueError(
+        f"prompt of {length} tokens exceeds the largest prompt bucket "
+        f"{max(self.prompt_buckets)} (SamplerConfig.prompt_buckets)"
+    )
 
   def cache_len(self, prompt_bucket: int) -> int:
     return prompt_bucket + sum(self.turn_budgets) + self.instruction_len * (self.num_turns - 1)
@@ -171,15 +174,22 @@ def _last_logits(logits: Array, lengths: Array) -> Array:
   return jnp.take_along_axis(logits, idx, axis=1)[:, 0]
 
 
-def _decode_turn(model: Transformer, cache: KVCache, logits: Array, key: Array, budget: int,
-                 cfg: SamplerConfig):
+def _decode_turn(
+    model: Transformer, cache: KVCache, logits: Array, key: Array, budget: int, cfg: SamplerConfig
+):
   """Samples up to `budget` tokens per row, feeding each one back through the cache."""
   b = logits.shape[0]
   stop = jnp.asarray(cfg.stop_ids, jnp.int32)
   init = dict(
-      step=jnp.int32(0), cache=cache, logits=logits, done=jnp.zeros((b,), bool),
-      tokens=jnp.full((b, budget), cfg.pad_id, jnp.int32), mask=jnp.zeros((b, budget), bool),
-      lp=jnp.zeros((b, budget), jnp.float32), lp_raw=jnp.zeros((b, budget), jnp.float32))
+      step=jnp.int32(0),
+      cache=cache,
+      logits=logits,
+      done=jnp.zeros((b,), bool),
+      tokens=jnp.full((b, budget), cfg.pad_id, jnp.int32),
+      mask=jnp.zeros((b, budget), bool),
+      lp=jnp.zeros((b, budget), jnp.float32),
+      lp_raw=jnp.zeros((b, budget), jnp.float32),
+  )
 
   def cond(s):
     return (s["step"] < budget) & ~jnp.all(s["done"])
@@ -192,20 +202,33 @@ def _decode_turn(model: Transformer, cache: KVCache, logits: Array, key: Array, 
     col = lambda arr, v: jax.lax.dynamic_update_slice(arr, v[:, None].astype(arr.dtype), (0, t))
     new_logits, new_cache = model(tok[:, None], cache=s["cache"], num_new=live.astype(jnp.int32))
     return dict(
-        step=t + 1, cache=new_cache, logits=new_logits[:, 0],
+        step=t + 1,
+        cache=new_cache,
+        logits=new_logits[:, 0],
         done=s["done"] | jnp.isin(tok, stop),
-        tokens=col(s["tokens"], tok), mask=col(s["mask"], live),
+        tokens=col(s["tokens"], tok),
+        mask=col(s["mask"], live),
         lp=col(s["lp"], jnp.where(live, lp, 0.0)),
-        lp_raw=col(s["lp_raw"], jnp.where(live, lp_raw, 0.0)))
+        lp_raw=col(s["lp_raw"], jnp.where(live, lp_raw, 0.0)),
+    )
 
   s = jax.lax.while_loop(cond, body, init) if budget else init
-  return Turn(tokens=s["tokens"], mask=s["mask"], logprobs=s["lp"],
-              logprobs_raw=s["lp_raw"]), s["cache"]
+  return (
+      Turn(tokens=s["tokens"], mask=s["mask"], logprobs=s["lp"], logprobs_raw=s["lp_raw"]),
+      s["cache"],
+  )
 
 
-def sample_turns(model: Transformer, cache: KVCache, prompts: Array, prompt_lens: Array,
-                 instructions: Array, instruction_lens: Array, key: Array,
-                 cfg: SamplerConfig) -> SampleOutput:
+def sample_turns(
+    model: Transformer,
+    cache: KVCache,
+    prompts: Array,
+    prompt_lens: Array,
+    instructions: Array,
+    instruction_lens: Array,
+    key: Array,
+    cfg: SamplerConfig,
+) -> SampleOutput:
   """The traced program. prompts [B,P] right-padded; instructions [B,I] (or [1,I])."""
   b = prompts.shape[0]
   n = cfg.num_samples
@@ -227,14 +250,21 @@ def sample_turns(model: Transformer, cache: KVCache, prompts: Array, prompt_lens
         turns = [jax.tree.map(lambda x: jnp.repeat(x, m, axis=0), t) for t in turns]
         rows *= m
       # Append the instruction after each row's own previous answer.
-      logits, state = model(jnp.repeat(instructions, rows, axis=0), cache=state,
-                            num_new=jnp.repeat(instruction_lens, rows))
+      logits, state = model(
+          jnp.repeat(instructions, rows, axis=0),
+          cache=state,
+          num_new=jnp.repeat(instruction_lens, rows),
+      )
       last = _last_logits(logits, jnp.repeat(instruction_lens, rows))
     turn, state = _decode_turn(model, state, last, jax.random.fold_in(key, i), budget, cfg)
     turns.append(turn)
   cache = jax.tree.map(lambda buf, x: x.astype(buf.dtype), cache, state)
-  return SampleOutput(turns=tuple(turns), prompt_lens=jnp.repeat(prompt_lens, rows),
-                      instruction_lens=jnp.repeat(instruction_lens, rows), cache=cache)
+  return SampleOutput(
+      turns=tuple(turns),
+      prompt_lens=jnp.repeat(prompt_lens, rows),
+      instruction_lens=jnp.repeat(instruction_lens, rows),
+      cache=cache,
+  )
 
 
 class Sampler:
@@ -249,8 +279,13 @@ class Sampler:
   keep the shardings they already have.
   """
 
-  def __init__(self, model: Transformer, cfg: SamplerConfig, mesh=None,
-               data_axes: Sequence[str] = ("data", "fsdp")):
+  def __init__(
+      self,
+      model: Transformer,
+      cfg: SamplerConfig,
+      mesh=None,
+      data_axes: Sequence[str] = ("data", "fsdp"),
+  ):
     self.cfg = cfg
     self.model_cfg = model.cfg
     self.graphdef = nnx.graphdef(model)
@@ -260,12 +295,12 @@ class Sampler:
     self._caches: dict[int, KVCache] = {}
     self._jitted = jax.jit(self._program, donate_argnums=(1,))
 
-  def _program(self, params, cache, prompts, prompt_lens, instructions, instruction_lens,
-               key):
+  def _program(self, params, cache, prompts, prompt_lens, instructions, instruction_lens, key):
     self.trace_count += 1
     model = nnx.merge(self.graphdef, params)
-    return sample_turns(model, cache, prompts, prompt_lens, instructions, instruction_lens,
-                        key, self.cfg)
+    return sample_turns(
+        model, cache, prompts, prompt_lens, instructions, instruction_lens, key, self.cfg
+    )
 
   def _batch_sharding(self, ndim: int):
     if self.mesh is None:
@@ -283,14 +318,16 @@ class Sampler:
     key = (rows, prompt_bucket)
     cache = self._caches.pop(key, None)
     if cache is None:
-      cache = KVCache.init(self.model_cfg, rows, self.cfg.cache_len(prompt_bucket),
-                           self.cfg.cache_dtype)
+      cache = KVCache.init(
+          self.model_cfg, rows, self.cfg.cache_len(prompt_bucket), self.cfg.cache_dtype
+      )
       if self.mesh is not None:
         cache = jax.tree.map(self._put, cache)
     return cache
 
-  def __call__(self, params, prompts, prompt_lens, instructions=None, instruction_lens=None,
-               key=None) -> SampleOutput:
+  def __call__(
+      self, params, prompts, prompt_lens, instructions=None, instruction_lens=None, key=None
+  ) -> SampleOutput:
     """prompts: [B, P<=bucket] right-padded ints; instructions: [I] or [B, I] (padded to
     `instruction_len`), required when there is more than one turn."""
     prompts = np.asarray(prompts, np.int32)
@@ -301,14 +338,22 @@ class Sampler:
     if (prompt_lens < 1).any() or (prompt_lens > prompts.shape[1]).any():
       raise ValueError(f"prompt_lens {prompt_lens.tolist()} must be in [1, {prompts.shape[1]}]")
     bucket = self.cfg.bucket(prompts.shape[1])
-    prompts = np.pad(prompts, ((0, 0), (0, bucket - prompts.shape[1])),
-                     constant_values=self.cfg.pad_id)
+    prompts = np.pad(
+        prompts, ((0, 0), (0, bucket - prompts.shape[1])), constant_values=self.cfg.pad_id
+    )
     instr, instr_lens = self._instructions(instructions, instruction_lens, b)
     if key is None:
       key = jax.random.key(0)
     cache = self._cache(b, bucket)
-    out = self._jitted(params, cache, self._put(prompts), self._put(prompt_lens),
-                       jnp.asarray(instr), jnp.asarray(instr_lens), key)
+    out = self._jitted(
+        params,
+        cache,
+        self._put(prompts),
+        self._put(prompt_lens),
+        jnp.asarray(instr),
+        jnp.asarray(instr_lens),
+        key,
+    )
     self._caches[(b * self.cfg.rows_per_prompt, bucket)] = out.cache
     return out
 
@@ -327,10 +372,14 @@ class Sampler:
       instruction_lens = [instr.shape[1]]
     lens = np.asarray(instruction_lens, np.int32).reshape(-1)
     if instr.shape[1] > il or (lens > il).any() or (lens < 1).any():
-      raise ValueError(f"instruction of {instr.shape[1]} tokens (lengths {lens.tolist()}) "
-                       f"does not fit SamplerConfig.instruction_len={il}")
+      raise ValueError(
+          f"instruction of {instr.shape[1]} tokens (lengths {lens.tolist()}) "
+          f"does not fit SamplerConfig.instruction_len={il}"
+      )
     if instr.shape[0] not in (1, b) or lens.shape[0] != instr.shape[0]:
-      raise ValueError(f"instructions for {instr.shape[0]} rows, lengths for {lens.shape[0]};"
-                       f" expected 1 or {b}")
+      raise ValueError(
+          f"instructions for {instr.shape[0]} rows, lengths for {lens.shape[0]};"
+          f" expected 1 or {b}"
+      )
     instr = np.pad(instr, ((0, 0), (0, il - instr.shape[1])), constant_values=self.cfg.pad_id)
     return instr, lens

@@ -56,23 +56,25 @@ def pack(examples: Sequence[Example], seq_len: int, pad_id: int = 0):
   loss_mask = np.zeros((n, seq_len), bool)
   for r, segments in enumerate(examples):
     if len(segments) % 2:
-      raise ValueError(f"SFT example {r} has {len(segments)} segments; expected (context, "
-                       "response) pairs")
+      raise ValueError(
+          f"SFT example {r} has {len(segments)} segments; expected (context, " "response) pairs"
+      )
     total = sum(len(x) for x in segments)
     if total > seq_len:
       raise ValueError(f"SFT example {r} has {total} tokens, more than seq_len={seq_len}")
     at = 0
     for i, seg in enumerate(segments):
-      tokens[r, at:at + len(seg)] = seg
-      loss_mask[r, at:at + len(seg)] = i % 2 == 1
+      tokens[r, at : at + len(seg)] = seg
+      loss_mask[r, at : at + len(seg)] = i % 2 == 1
       at += len(seg)
     input_mask[r, :at] = True
   return tokens, input_mask, loss_mask
 
 
 def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup_steps,
-                                                max(cfg.steps, cfg.warmup_steps + 1))
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, cfg.learning_rate, cfg.warmup_steps, max(cfg.steps, cfg.warmup_steps + 1)
+  )
   return optim.adam(schedule, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
 
 
@@ -92,8 +94,13 @@ def make_step(graphdef, optimizer):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-def finetune(model: nnx.Module, batch_fn: Callable[[int], Sequence[Example]], cfg: SFTConfig,
-             pad_id: int = 0, progress: Callable[[int, float], None] | None = None):
+def finetune(
+    model: nnx.Module,
+    batch_fn: Callable[[int], Sequence[Example]],
+    cfg: SFTConfig,
+    pad_id: int = 0,
+    progress: Callable[[int, float], None] | None = None,
+):
   """Trains `model` in place on `batch_fn(step)` (a list of `cfg.batch_size` examples).
 
   Returns the per-step losses. `progress(step, loss)` is called every `cfg.log_every` steps.
@@ -108,15 +115,18 @@ def finetune(model: nnx.Module, batch_fn: Callable[[int], Sequence[Example]], cf
   for s in range(cfg.steps):
     examples = batch_fn(s)
     if len(examples) != cfg.batch_size:
-      raise ValueError(f"batch_fn({s}) gave {len(examples)} examples; expected "
-                       f"SFTConfig.batch_size={cfg.batch_size}")
+      raise ValueError(
+          f"batch_fn({s}) gave {len(examples)} examples; expected "
+          f"SFTConfig.batch_size={cfg.batch_size}"
+      )
     params, opt_state, loss = step_fn(params, opt_state, *pack(examples, cfg.seq_len, pad_id))
     if cfg.log_every and ((s + 1) % cfg.log_every == 0 or s + 1 == cfg.steps):
       loss = float(loss)
       if progress is not None:
         progress(s + 1, loss)
-      logger.info("sft step %d/%d loss %.4f (%.1fs)", s + 1, cfg.steps, loss,
-                  time.perf_counter() - t0)
+      logger.info(
+          "sft step %d/%d loss %.4f (%.1fs)", s + 1, cfg.steps, loss, time.perf_counter() - t0
+      )
     losses.append(loss)
   nnx.update(model, params)
   return [float(x) for x in losses]

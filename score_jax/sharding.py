@@ -58,6 +58,7 @@ _LOGICAL_METADATA_KEYS = ("out_sharding", "sharding_names", "sharding")
 # Mesh
 # --------------------------------------------------------------------------------------------
 
+
 def _axes_items(axes) -> list[tuple[str, int]]:
   if isinstance(axes, Mapping) or hasattr(axes, "items"):
     items = list(axes.items())
@@ -78,10 +79,15 @@ def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, i
   for name, size in items:
     if not isinstance(name, str) or not name:
       raise ValueError(f"mesh axes: axis names must be non-empty strings, got {name!r}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or (
-        size <= 0 and size != -1):
-      raise ValueError(f"mesh axis {name!r}: size {size!r} must be a positive integer or -1 "
-                       "(= all remaining devices)")
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, (int, np.integer))
+        or (size <= 0 and size != -1)
+    ):
+      raise ValueError(
+          f"mesh axis {name!r}: size {size!r} must be a positive integer or -1 "
+          "(= all remaining devices)"
+      )
   dup = sorted({n for n in names if names.count(n) > 1})
   if dup:
     raise ValueError(f"mesh axes: duplicate axis name(s) {dup}")
@@ -94,12 +100,14 @@ def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, i
     if num_devices % known:
       raise ValueError(
           f"mesh axis {fill[0]!r}=-1: the other axes multiply to {known}, which does not divide "
-          f"the {num_devices} devices ({dict(items)})")
+          f"the {num_devices} devices ({dict(items)})"
+      )
     shape[fill[0]] = num_devices // known
   elif known != num_devices:
     raise ValueError(
         f"mesh axes {dict(items)} multiply to {known} but there are {num_devices} devices; "
-        f"resize an axis (e.g. {names[0]!r}) or set one axis to -1")
+        f"resize an axis (e.g. {names[0]!r}) or set one axis to -1"
+    )
   return shape
 
 
@@ -112,13 +120,18 @@ def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = No
   devices = list(jax.devices() if devices is None else devices)
   shape = resolve_mesh_shape(axes, len(devices))
   names = tuple(shape)
-  return jax.make_mesh(tuple(shape.values()), names,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(names), devices=devices)
+  return jax.make_mesh(
+      tuple(shape.values()),
+      names,
+      axis_types=(jax.sharding.AxisType.Auto,) * len(names),
+      devices=devices,
+  )
 
 
 # --------------------------------------------------------------------------------------------
 # Logical axis rules
 # --------------------------------------------------------------------------------------------
+
 
 def _as_tuple(axes: MeshAxes) -> tuple[str, ...]:
   if axes is None:
@@ -136,8 +149,12 @@ def _rule_candidates(name: str, rules: Rules) -> list[tuple[str, ...]]:
   return [_as_tuple(axes) for logical, axes in rules if logical == name]
 
 
-def logical_to_spec(logical_axes: Sequence[str | Sequence[str] | None] | None,
-                    shape: Sequence[int], mesh, rules: Rules = DEFAULT_RULES) -> PartitionSpec:
+def logical_to_spec(
+    logical_axes: Sequence[str | Sequence[str] | None] | None,
+    shape: Sequence[int],
+    mesh,
+    rules: Rules = DEFAULT_RULES,
+) -> PartitionSpec:
   """PartitionSpec for an array of `shape` whose dimensions have these logical names.
 
   Per dimension (left to right) the mesh axes of the first matching rule are kept when they
@@ -241,8 +258,9 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> 
   return model
 
 
-def init_sharded(factory: Callable[[], nnx.Module], mesh: Mesh,
-                 rules: Rules = DEFAULT_RULES) -> nnx.Module:
+def init_sharded(
+    factory: Callable[[], nnx.Module], mesh: Mesh, rules: Rules = DEFAULT_RULES
+) -> nnx.Module:
   """Builds `factory()` with every parameter created directly on its shards (no full copy
   on one device), e.g. `init_sharded(lambda: init_model(cfg), mesh)`."""
   abstract = nnx.eval_shape(factory)
@@ -351,8 +369,10 @@ def shard_batch(batch, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     if jax.process_count() > 1 and not isinstance(x, jax.Array):
       return jax.make_array_from_process_local_data(sharding, x)
     if x.shape[0] % n:
-      raise ValueError(f"batch leaf {jax.tree_util.keystr(path)}: size {x.shape[0]} of dim 0 "
-                       f"is not divisible by the {n} data-parallel shards {data_axes(mesh, rules)}")
+      raise ValueError(
+          f"batch leaf {jax.tree_util.keystr(path)}: size {x.shape[0]} of dim 0 "
+          f"is not divisible by the {n} data-parallel shards {data_axes(mesh, rules)}"
+      )
     return jax.device_put(x, sharding)
 
   return jax.tree_util.tree_map_with_path(put, batch)
@@ -362,17 +382,21 @@ def shard_batch(batch, mesh: Mesh, rules: Rules = DEFAULT_RULES):
 # Multi-host
 # --------------------------------------------------------------------------------------------
 
+
 def to_host(tree):
   """numpy copies of every array of `tree`, whole (global) even on multi-host.
 
   An array that spans other processes' devices is all-gathered (`process_allgather`, a
   collective: every process must call this in the same order); others are plain copies.
   """
+
   def get(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       from jax.experimental import multihost_utils
+
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
   return jax.tree.map(get, tree)
 
 
@@ -397,11 +421,14 @@ def multihost_env_detected(env: Mapping[str, str] | None = None) -> bool:
   return False
 
 
-def maybe_initialize_distributed(enabled: bool | str = "auto", *,
-                                 coordinator_address: str | None = None,
-                                 num_processes: int | None = None,
-                                 process_id: int | None = None,
-                                 local_device_ids: Sequence[int] | None = None) -> bool:
+def maybe_initialize_distributed(
+    enabled: bool | str = "auto",
+    *,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    local_device_ids: Sequence[int] | None = None,
+) -> bool:
   """Calls `jax.distributed.initialize` once, when asked to or (auto) when multi-host.
 
   enabled: True -> always initialise; False -> never; 'auto' -> when the environment
@@ -421,8 +448,9 @@ def maybe_initialize_distributed(enabled: bool | str = "auto", *,
     elif low in ("false", "0", "no", ""):
       enabled = False
     else:
-      raise ValueError(f"maybe_initialize_distributed: enabled={enabled!r}; expected "
-                       "True, False or 'auto'")
+      raise ValueError(
+          f"maybe_initialize_distributed: enabled={enabled!r}; expected " "True, False or 'auto'"
+      )
   if _distributed_initialized or _jax_distributed_is_initialized():
     _distributed_initialized = True
     return True

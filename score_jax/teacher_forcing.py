@@ -34,7 +34,8 @@ def assemble_sequences(out: "SampleOutput", prompts: Array, instructions: Array,
     instructions = instructions[None]
   instructions = jnp.broadcast_to(
       instructions if instructions.shape[0] == 1 else jnp.repeat(instructions, n, axis=0),
-      (rows_total, instructions.shape[1]))
+      (rows_total, instructions.shape[1]),
+  )
   length = out.cache.max_len
   seq = jnp.full((rows_total, length), pad_id, jnp.int32)
   valid = jnp.zeros((rows_total, length), bool)
@@ -61,12 +62,14 @@ def assemble_sequences(out: "SampleOutput", prompts: Array, instructions: Array,
   return seq, valid, jnp.stack(turn_masks)
 
 
-def sequence_logprobs(model: "Transformer", tokens: Array, input_mask: Array,
-                      temperature: float = 1.0) -> Array:
+def sequence_logprobs(
+    model: "Transformer", tokens: Array, input_mask: Array, temperature: float = 1.0
+) -> Array:
   """Teacher-forced fp32 log-prob of each token given its prefix; [R, L] (0 at position 0)."""
   logits = model(tokens, input_mask) / temperature
-  lp = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), -1),
-                           tokens[:, 1:, None], -1)[..., 0]
+  lp = jnp.take_along_axis(
+      jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), -1), tokens[:, 1:, None], -1
+  )[..., 0]
   return jnp.pad(lp, ((0, 0), (1, 0)))
 
 

@@ -26,8 +26,14 @@ import sentencepiece as spm
 
 # End-of-turn markers of the supported chat families; those present in a vocabulary join EOS
 # in `Tokenizer.stop_ids`.
-END_OF_TURN_PIECES = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>",
-                      "<|end_of_text|>")
+END_OF_TURN_PIECES = (
+    "<end_of_turn>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+)
 
 
 class Tokenizer:
@@ -42,8 +48,13 @@ class Tokenizer:
     special_ids: text of every control/unknown piece -> its id (parsed out of input text).
   """
 
-  def __init__(self, sp: spm.SentencePieceProcessor, *, stop_ids: Iterable[int] | None = None,
-               pad_id: int | None = None):
+  def __init__(
+      self,
+      sp: spm.SentencePieceProcessor,
+      *,
+      stop_ids: Iterable[int] | None = None,
+      pad_id: int | None = None,
+  ):
     self.sp = sp
     self.bos_id = int(sp.bos_id())
     self.eos_id = int(sp.eos_id())
@@ -105,8 +116,9 @@ class Tokenizer:
 
   # --------------------------------------------------------------------------- encoding
 
-  def encode(self, text: str, *, add_bos: bool, add_eos: bool = False,
-             parse_special: bool = True) -> list[int]:
+  def encode(
+      self, text: str, *, add_bos: bool, add_eos: bool = False, parse_special: bool = True
+  ) -> list[int]:
     """Token ids of `text`; special-token text (``<start_of_turn>``...) maps to single ids.
 
     `add_bos` prepends BOS unless the text already starts with the BOS text (``<bos>``, as
@@ -120,7 +132,7 @@ class Tokenizer:
         if i is None:
           continue
         if m.start() > pos:
-          ids.extend(self.sp.encode(text[pos:m.start()]))
+          ids.extend(self.sp.encode(text[pos : m.start()]))
         ids.append(i)
         pos = m.end()
       if pos < len(text):
@@ -133,10 +145,18 @@ class Tokenizer:
       ids.append(self.eos_id)
     return ids
 
-  def encode_batch(self, texts: Sequence[str], max_len: int, *, add_bos: bool,
-                   add_eos: bool = False, pad_side: Literal["right", "left"] = "right",
-                   truncate: bool = False, truncate_side: Literal["right", "left"] = "right",
-                   parse_special: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  def encode_batch(
+      self,
+      texts: Sequence[str],
+      max_len: int,
+      *,
+      add_bos: bool,
+      add_eos: bool = False,
+      pad_side: Literal["right", "left"] = "right",
+      truncate: bool = False,
+      truncate_side: Literal["right", "left"] = "right",
+      parse_special: bool = True,
+  ) -> tuple[np.ndarray, np.ndarray]:
     """Encodes and pads to exactly `max_len` columns.
 
     Returns (tokens int32 [B, max_len], mask bool [B, max_len]); padding holds `pad_id` and
@@ -158,9 +178,11 @@ class Tokenizer:
       ids = self.encode(text, add_bos=add_bos, add_eos=add_eos, parse_special=parse_special)
       if len(ids) > max_len:
         if not truncate:
-          raise ValueError(f"encode_batch: row {r} has {len(ids)} tokens, more than "
-                           f"max_len={max_len} (text starts {text[:40]!r}); pass "
-                           "truncate=True or raise max_len")
+          raise ValueError(
+              f"encode_batch: row {r} has {len(ids)} tokens, more than "
+              f"max_len={max_len} (text starts {text[:40]!r}); pass "
+              "truncate=True or raise max_len"
+          )
         ids = ids[:max_len] if truncate_side == "right" else ids[-max_len:]
       n = len(ids)
       sl = slice(0, n) if pad_side == "right" else slice(max_len - n, max_len)
@@ -193,15 +215,19 @@ class Tokenizer:
     return [self.decode(row[m], **kw) for row, m in zip(tokens, mask)]
 
   def __repr__(self) -> str:
-    return (f"Tokenizer(vocab_size={self.vocab_size}, bos_id={self.bos_id}, "
-            f"eos_id={self.eos_id}, pad_id={self.pad_id}, stop_ids={self.stop_ids})")
+    return (
+        f"Tokenizer(vocab_size={self.vocab_size}, bos_id={self.bos_id}, "
+        f"eos_id={self.eos_id}, pad_id={self.pad_id}, stop_ids={self.stop_ids})"
+    )
 
 
 def _special_regex(special: dict[str, int]) -> re.Pattern | None:
   """A regex whose matches are candidate special-token strings (checked against the dict)."""
   if not special:
     return None
-  if all(len(s) > 2 and s[0] == "<" and s[-1] == ">" and "<" not in s[1:-1]
-         and ">" not in s[1:-1] for s in special):
+  if all(
+      len(s) > 2 and s[0] == "<" and s[-1] == ">" and "<" not in s[1:-1] and ">" not in s[1:-1]
+      for s in special
+  ):
     return re.compile(r"<[^<>]+>")  # fast path: one scan, dict lookup per candidate
   return re.compile("|".join(re.escape(s) for s in sorted(special, key=len, reverse=True)))

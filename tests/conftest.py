@@ -1,4 +1,5 @@
 """Test-wide setup: 8 fake CPU devices for the multi-device tests, float32 matmuls."""
+
 import os
 
 # Must happen before jax initialises its backends.

@@ -28,8 +28,10 @@ from score_jax import sharding  # noqa: E402
 def flat_params(tree) -> dict[str, np.ndarray]:
   """{'blocks/0/attn/q_proj': array} (the same names for an orbax-restored tree)."""
   name = lambda k: str(getattr(k, "key", getattr(k, "idx", k)))
-  return {"/".join(name(k) for k in path): np.asarray(v)
-          for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+      "/".join(name(k) for k in path): np.asarray(v)
+      for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def main(workdir: str, out: str):
@@ -53,8 +55,11 @@ def main(workdir: str, out: str):
   params = multihost_utils.process_allgather(params, tiled=True)
   if jax.process_index() == 0:
     np.savez(out, **flat_params(params))
-  print(f"process {jax.process_index()}/{jax.process_count()}: {jax.device_count()} devices, "
-        f"step {result['step']}", flush=True)
+  print(
+      f"process {jax.process_index()}/{jax.process_count()}: {jax.device_count()} devices, "
+      f"step {result['step']}",
+      flush=True,
+  )
 
 
 if __name__ == "__main__":

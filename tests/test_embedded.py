@@ -57,8 +57,7 @@ def test_pair_sum_checker_cases():
   assert pair_sum.parse_answer(" 5 + 9 = 14 ≠ 20") == (5, 9)
   # The slip: on a large target, the first two numbers, with the check that shows it.
   big = pair_sum.Problem(id="y", numbers=(12, 5, 9, 17, 3, 8), target=25, solution=(8, 17))
-  assert pair_sum.noisy_attempt(big, np.random.default_rng(0), 0.0, habit=1.0) == \
-      "5 + 12 = 17 ≠ 25"
+  assert pair_sum.noisy_attempt(big, np.random.default_rng(0), 0.0, habit=1.0) == "5 + 12 = 17 ≠ 25"
   assert pair_sum.noisy_attempt(p, np.random.default_rng(0), 0.0, habit=1.0) == p.answer
 
 
@@ -79,6 +78,7 @@ def test_bad_family_names_the_field():
   with pytest.raises(ValueError, match="task.embedded.family='nope'"):
     embedded.task_module("nope")
   from configs import embedded as embedded_config
+
   c = embedded_config.get_config()
   c.task.embedded.family = "sort"
   c.model.base.habit = 0.5
@@ -96,6 +96,7 @@ def test_bad_family_names_the_field():
 @pytest.fixture(scope="module")
 def tokenizer():
   from score_jax.tokenizer import Tokenizer
+
   return Tokenizer.from_proto(embedded.train_tokenizer(embedded.BaseRecipe(), num_problems=300))
 
 
@@ -103,26 +104,29 @@ def test_dialogue_examples_never_repeat_a_problem(tokenizer):
   """SFT conversations hold independent problems, each answered once; the loss covers every
   answer and nothing else; later turns are rendered exactly like a turn-2 user turn."""
   from score_jax import sft
+
   env = embedded.PairSumEnvironment(tokenizer, restate=True)
   ps = pair_sum.problems("sft", 0, 40)
-  ex = embedded.first_attempt_examples(env, ps, np.random.default_rng(0), 0.0, dialogue=2,
-                                       preamble=0.5)
+  ex = embedded.first_attempt_examples(
+      env, ps, np.random.default_rng(0), 0.0, dialogue=2, preamble=0.5
+  )
   assert sorted({len(e) // 2 for e in ex}) == [1, 2] and sum(len(e) // 2 for e in ex) == 40
   tokens, input_mask, loss_mask = sft.pack(ex, 128, tokenizer.pad_id)
   at = 0
   for r, e in enumerate(ex):
-    problems = ps[at:at + len(e) // 2]
+    problems = ps[at : at + len(e) // 2]
     at += len(problems)
     assert tokens[r][loss_mask[r]].tolist() == np.concatenate(e[1::2]).tolist()
     assert [tokenizer.decode(list(y)) for y in e[1::2]] == [" " + p.answer for p in problems]
     assert int(input_mask[r].sum()) == sum(len(x) for x in e)
     ids = np.concatenate(e).tolist()
-    assert tokens[r][:len(ids)].tolist() == ids
+    assert tokens[r][: len(ids)].tolist() == ids
     if len(problems) == 2:
       later = tokenizer.decode(list(e[2]))
       assert problems[1].prompt in later and problems[0].prompt not in later
-      assert (embedded.CORRECTION in later) == (list(e[2]) == env.turn_tokens(
-          embedded.CORRECTION + "\n" + problems[1].prompt))
+      assert (embedded.CORRECTION in later) == (
+          list(e[2]) == env.turn_tokens(embedded.CORRECTION + "\n" + problems[1].prompt)
+      )
   one = embedded.first_attempt_examples(env, ps[:5], np.random.default_rng(0), 0.0)
   assert [len(e) for e in one] == [2] * 5
   with pytest.raises(ValueError, match="3 segments"):
@@ -135,6 +139,7 @@ def test_restated_instruction_and_per_task_rollout(tokenizer):
   import jax
   from score_jax import rollout, sampler as sampler_lib
   from score_jax.model import init_model
+
   ps = pair_sum.problems("eval", 0, 3)
   plain = embedded.PairSumEnvironment(tokenizer)
   env = embedded.PairSumEnvironment(tokenizer, restate=True)
@@ -145,22 +150,31 @@ def test_restated_instruction_and_per_task_rollout(tokenizer):
     assert text.count(pair_sum.QUESTION) == 1 and text.rstrip().endswith(p.prompt)
     assert embedded.CORRECTION in text
   model = init_model(embedded.BaseRecipe().model_config(tokenizer.vocab_size), seed=0)
-  cfg = sampler_lib.SamplerConfig(prompt_buckets=(32,), turn_budgets=(3, 3),
-                                  instruction_len=max(map(len, instr)), greedy=True,
-                                  stop_ids=tuple(env.stop_ids), pad_id=env.pad_id)
+  cfg = sampler_lib.SamplerConfig(
+      prompt_buckets=(32,),
+      turn_budgets=(3, 3),
+      instruction_len=max(map(len, instr)),
+      greedy=True,
+      stop_ids=tuple(env.stop_ids),
+      pad_id=env.pad_id,
+  )
   from flax import nnx
-  pending = rollout.collect_async(sampler_lib.Sampler(model, cfg), nnx.state(model), env, ps,
-                                  jax.random.key(0))
+
+  pending = rollout.collect_async(
+      sampler_lib.Sampler(model, cfg), nnx.state(model), env, ps, jax.random.key(0)
+  )
   t1, _ = rollout.turn_token_lists(pending.out)
   for r, p in enumerate(ps):
     row = np.asarray(pending.tokens[r])[np.asarray(pending.input_mask[r])].tolist()
     start = len(env.prompt_tokens([p])[0]) + len(t1[r])
-    assert row[start:start + len(instr[r])] == instr[r]
-  short = sampler_lib.SamplerConfig(prompt_buckets=(32,), turn_budgets=(3, 3),
-                                    instruction_len=8, stop_ids=tuple(env.stop_ids))
+    assert row[start : start + len(instr[r])] == instr[r]
+  short = sampler_lib.SamplerConfig(
+      prompt_buckets=(32,), turn_budgets=(3, 3), instruction_len=8, stop_ids=tuple(env.stop_ids)
+  )
   with pytest.raises(ValueError, match="sampler.instruction_len=8"):
-    rollout.collect_async(sampler_lib.Sampler(model, short), nnx.state(model), env, ps,
-                          jax.random.key(0))
+    rollout.collect_async(
+        sampler_lib.Sampler(model, short), nnx.state(model), env, ps, jax.random.key(0)
+    )
 
 
 def test_main_job_shortened_writes_the_report(tmp_path):
@@ -168,11 +182,26 @@ def test_main_job_shortened_writes_the_report(tmp_path):
   and base model (a few SFT steps), runs Stage I and II, evaluates base and policy, writes
   the report, the plots and the eval files."""
   workdir = tmp_path / "run"
-  env = dict(os.environ, SCORE_JAX_CACHE=str(tmp_path / "cache"), JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(
+      os.environ,
+      SCORE_JAX_CACHE=str(tmp_path / "cache"),
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  )
   proc = subprocess.run(
-      [sys.executable, "-m", "score_jax.train", "--config=configs/embedded.py:runlocal",
-       f"--workdir={workdir}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          "-m",
+          "score_jax.train",
+          "--config=configs/embedded.py:runlocal",
+          f"--workdir={workdir}",
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert "building the embedded base model" in proc.stdout + proc.stderr
   report = (workdir / "report.md").read_text()

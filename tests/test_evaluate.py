@@ -49,6 +49,7 @@ def load_config(arg: str = ""):
 
 # --------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def math_tasks():
   tasks = tasks_lib.load_tasks("math500", str(MATH500), "test")
@@ -62,14 +63,26 @@ def tok_proto(math_tasks) -> bytes:
   so that prompts and the instruction stay short (~100 tokens)."""
   gsm = tasks_lib.load_tasks("gsm8k", str(GSM8K), "test")
   corpus = [prompts.render_turn1(t, "gemma") for t in math_tasks + gsm]
-  corpus += [prompts.render_turn2_suffix(k, "gemma", include_end_of_turn=False)
-             for k in ("math", "gsm8k")]
+  corpus += [
+      prompts.render_turn2_suffix(k, "gemma", include_end_of_turn=False) for k in ("math", "gsm8k")
+  ]
   out = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(corpus * 4), model_writer=out, vocab_size=1000,
-      hard_vocab_limit=False, model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3,
-      bos_piece="<bos>", eos_piece="<eos>", control_symbols=["<start_of_turn>", "<end_of_turn>"],
-      byte_fallback=True, minloglevel=2)
+      sentence_iterator=iter(corpus * 4),
+      model_writer=out,
+      vocab_size=1000,
+      hard_vocab_limit=False,
+      model_type="bpe",
+      pad_id=0,
+      eos_id=1,
+      bos_id=2,
+      unk_id=3,
+      bos_piece="<bos>",
+      eos_piece="<eos>",
+      control_symbols=["<start_of_turn>", "<end_of_turn>"],
+      byte_fallback=True,
+      minloglevel=2,
+  )
   return out.getvalue()
 
 
@@ -109,8 +122,13 @@ def model(env, tok_file):
 def sampler_cfg(env):
   c = load_config().sampler
   return sampler_lib.SamplerConfig(
-      prompt_buckets=tuple(c.prompt_buckets), turn_budgets=tuple(c.turn_budgets),
-      instruction_len=c.instruction_len, greedy=True, stop_ids=env.stop_ids, pad_id=env.pad_id)
+      prompt_buckets=tuple(c.prompt_buckets),
+      turn_budgets=tuple(c.turn_budgets),
+      instruction_len=c.instruction_len,
+      greedy=True,
+      stop_ids=env.stop_ids,
+      pad_id=env.pad_id,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +148,7 @@ def real_result(sampler, params, env, math_tasks):
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def hand_metrics(records):
   """The five metrics computed by hand from the per-problem rewards of the JSONL."""
@@ -173,13 +192,16 @@ def check_outputs(summary, records, table, tasks, name="policy"):
   for f in FIELDS:
     assert summary[f] == pytest.approx(hand[f], abs=1e-12), (f, summary[f], hand[f])
   assert summary["delta_t1_t2"] == pytest.approx(
-      summary["delta_i_to_c"] - summary["delta_c_to_i"], abs=1e-12)
+      summary["delta_i_to_c"] - summary["delta_c_to_i"], abs=1e-12
+  )
   lines = table.strip().splitlines()
   assert lines[0].startswith("| method |") and "Acc@t1" in lines[0] and "Δ^{i→c}" in lines[0]
   assert lines[2].startswith(f"| {name} |")
   cells = [c.strip() for c in lines[2].strip("|").split("|")][1:]
-  expect = [f"{100 * summary[f]:.1f}" for f in
-            ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i")]
+  expect = [
+      f"{100 * summary[f]:.1f}"
+      for f in ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i")
+  ]
   assert cells == expect, (cells, expect)
 
 
@@ -198,8 +220,11 @@ class ScriptedEnv(environments.DatasetEnvironment):
     turn = self.calls % 2
     self.calls += 1
     r = np.asarray([self.rewards[t.id][turn] for t in tasks], np.float32)
-    return Scores(rewards=r, reasons=["correct" if x else "wrong_answer" for x in r],
-                  texts=[self.tokenizer.decode(a) for a in attempts])
+    return Scores(
+        rewards=r,
+        reasons=["correct" if x else "wrong_answer" for x in r],
+        texts=[self.tokenizer.decode(a) for a in attempts],
+    )
 
 
 class ScriptedAnswersEnv(environments.DatasetEnvironment):
@@ -216,9 +241,11 @@ class ScriptedAnswersEnv(environments.DatasetEnvironment):
     n = len(tasks) // self.batch_size  # rows are task-major: n samples of each problem
     self.seen_n.append(n)
     picked = [self.answers[(t.id, n)][row % n] for row, t in enumerate(tasks)]
-    return Scores(rewards=np.asarray([r for _, r in picked], np.float32),
-                  reasons=["correct" if r else "wrong_answer" for _, r in picked],
-                  texts=[text for text, _ in picked])
+    return Scores(
+        rewards=np.asarray([r for _, r in picked], np.float32),
+        reasons=["correct" if r else "wrong_answer" for _, r in picked],
+        texts=[text for text, _ in picked],
+    )
 
 
 class FakeSampler:
@@ -230,8 +257,9 @@ class FakeSampler:
     self.cfg = cfg
     self.calls = []
 
-  def __call__(self, params, prompts, prompt_lens, instructions=None, instruction_lens=None,
-               key=None):
+  def __call__(
+      self, params, prompts, prompt_lens, instructions=None, instruction_lens=None, key=None
+  ):
     b, n = prompts.shape[0], self.cfg.num_samples
     self.calls.append((b, n, self.cfg.num_turns))
     rows = b * n
@@ -240,13 +268,14 @@ class FakeSampler:
       mask = np.arange(budget)[None].repeat(rows, 0) < min(3, budget)
       tokens = np.where(mask, 7 + np.arange(budget)[None], self.cfg.pad_id).astype(np.int32)
       zeros = np.zeros((rows, budget), np.float32)
-      turns.append(sampler_lib.Turn(tokens=tokens, mask=mask, logprobs=zeros,
-                                    logprobs_raw=zeros))
+      turns.append(sampler_lib.Turn(tokens=tokens, mask=mask, logprobs=zeros, logprobs_raw=zeros))
     instr_len = 0 if instructions is None else len(instructions)
     return sampler_lib.SampleOutput(
-        turns=tuple(turns), prompt_lens=np.repeat(np.asarray(prompt_lens), n),
+        turns=tuple(turns),
+        prompt_lens=np.repeat(np.asarray(prompt_lens), n),
         instruction_lens=np.full((rows,), instr_len, np.int32),
-        cache=self._cache(rows, self.cfg.cache_len(prompts.shape[1])))
+        cache=self._cache(rows, self.cfg.cache_len(prompts.shape[1])),
+    )
 
   @staticmethod
   def _cache(rows, length):
@@ -264,12 +293,19 @@ def _cli(args, timeout=240):
   # The parent's XLA flags (conftest) and matmul precision: the same numerics as in-process.
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest")
   t0 = time.monotonic()
-  proc = subprocess.run([sys.executable, "-m", "score_jax.evaluate", *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run(
+      [sys.executable, "-m", "score_jax.evaluate", *args],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
   return proc, time.monotonic() - t0
 
 
 # --------------------------------------------------------------------------- end to end
+
 
 def test_evaluate_two_turns_random_model_end_to_end(real_result, math_tasks, env, tmp_path):
   tasks = math_tasks[:3]
@@ -308,31 +344,46 @@ def test_real_grader_through_evaluate(sampler, params, tok, math_tasks, grader, 
   assert [t.reference for t in tasks] == ["2", "\\frac{3}{2}", "49"]
   final49 = "Final Answer: The final answer is $49$. I hope it is correct."
   texts = [
-      "\\boxed{2}", "no idea",  # batch 1, turn 1: problems 0, 1
-      "\\boxed{3}", "so \\boxed{\\frac{3}{2}}",  # batch 1, turn 2
-      final49, final49,  # batch 2, turn 1: problem 2 and its padding copy
-      "\\boxed{49.0}", "\\boxed{49.0}",  # batch 2, turn 2
+      "\\boxed{2}",
+      "no idea",  # batch 1, turn 1: problems 0, 1
+      "\\boxed{3}",
+      "so \\boxed{\\frac{3}{2}}",  # batch 1, turn 2
+      final49,
+      final49,  # batch 2, turn 1: problem 2 and its padding copy
+      "\\boxed{49.0}",
+      "\\boxed{49.0}",  # batch 2, turn 2
   ]
-  env = environments.DatasetEnvironment(ScriptedDecode(tok, texts), "gemma", [], tasks,
-                                        grader=grader)
+  env = environments.DatasetEnvironment(
+      ScriptedDecode(tok, texts), "gemma", [], tasks, grader=grader
+  )
   result = evaluate.evaluate_two_turns(sampler, params, env, tasks, batch_size=BATCH)
   assert not env.tokenizer.texts
   assert [r["reasons"] for r in result.records] == [
-      ["correct", "wrong_answer"], ["no_answer", "correct"], ["correct", "correct"]]
+      ["correct", "wrong_answer"],
+      ["no_answer", "correct"],
+      ["correct", "correct"],
+  ]
   assert [r["attempts"][1] for r in result.records] == [texts[2], texts[3], texts[6]]
   m = result.metrics
   assert m["n"] == 3
   assert (m["accuracy_t1"], m["accuracy_t2"]) == pytest.approx((2 / 3, 2 / 3))
   assert (m["delta_t1_t2"], m["delta_i_to_c"], m["delta_c_to_i"]) == pytest.approx(
-      (0.0, 1 / 3, 1 / 3))
+      (0.0, 1 / 3, 1 / 3)
+  )
   evaluate.write_results(str(tmp_path), "math500", "test", result)
   check_outputs(*read_outputs(tmp_path), tasks)
 
 
 def test_cli_end_to_end(real_result, math_tasks, tok_file, tmp_path):
-  proc, secs = _cli([f"--config={CONFIG}", f"--workdir={tmp_path}",
-                     f"--config.model.tokenizer={tok_file}", "--num_problems=3",
-                     "--sc_samples=2"])
+  proc, secs = _cli(
+      [
+          f"--config={CONFIG}",
+          f"--workdir={tmp_path}",
+          f"--config.model.tokenizer={tok_file}",
+          "--num_problems=3",
+          "--sc_samples=2",
+      ]
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"wrote {tmp_path / 'eval' / 'math500_test.json'}" in proc.stdout
   assert "| policy |" in proc.stdout
@@ -348,19 +399,51 @@ def test_cli_end_to_end(real_result, math_tasks, tok_file, tmp_path):
 
 # --------------------------------------------------------------------------- arithmetic
 
-@pytest.mark.parametrize("r1,r2,expect", [
-    # The issue's example: one fixed (i->c), one broken (c->i), net zero.
-    ([1, 0, 0, 1], [1, 1, 0, 0], dict(accuracy_t1=.5, accuracy_t2=.5, delta_t1_t2=0.0,
-                                      delta_i_to_c=.25, delta_c_to_i=.25)),
-    # 5 problems (3 batches, the last padded): 2 fixed, 1 broken.
-    ([0, 0, 1, 0, 1], [1, 1, 1, 0, 0], dict(accuracy_t1=.4, accuracy_t2=.6, delta_t1_t2=.2,
-                                            delta_i_to_c=.4, delta_c_to_i=.2)),
-    # Everything broken by the second attempt.
-    ([1, 1, 1], [0, 0, 0], dict(accuracy_t1=1.0, accuracy_t2=0.0, delta_t1_t2=-1.0,
-                                delta_i_to_c=0.0, delta_c_to_i=1.0)),
-])
-def test_two_turn_arithmetic_with_scripted_rewards(sampler, params, tok, math_tasks, tmp_path,
-                                                   r1, r2, expect):
+
+@pytest.mark.parametrize(
+    "r1,r2,expect",
+    [
+        # The issue's example: one fixed (i->c), one broken (c->i), net zero.
+        (
+            [1, 0, 0, 1],
+            [1, 1, 0, 0],
+            dict(
+                accuracy_t1=0.5,
+                accuracy_t2=0.5,
+                delta_t1_t2=0.0,
+                delta_i_to_c=0.25,
+                delta_c_to_i=0.25,
+            ),
+        ),
+        # 5 problems (3 batches, the last padded): 2 fixed, 1 broken.
+        (
+            [0, 0, 1, 0, 1],
+            [1, 1, 1, 0, 0],
+            dict(
+                accuracy_t1=0.4,
+                accuracy_t2=0.6,
+                delta_t1_t2=0.2,
+                delta_i_to_c=0.4,
+                delta_c_to_i=0.2,
+            ),
+        ),
+        # Everything broken by the second attempt.
+        (
+            [1, 1, 1],
+            [0, 0, 0],
+            dict(
+                accuracy_t1=1.0,
+                accuracy_t2=0.0,
+                delta_t1_t2=-1.0,
+                delta_i_to_c=0.0,
+                delta_c_to_i=1.0,
+            ),
+        ),
+    ],
+)
+def test_two_turn_arithmetic_with_scripted_rewards(
+    sampler, params, tok, math_tasks, tmp_path, r1, r2, expect
+):
   tasks = _copies(math_tasks, len(r1))
   env = ScriptedEnv(tok, tasks, {t.id: (a, b) for t, a, b in zip(tasks, r1, r2)})
   result = evaluate.evaluate_two_turns(sampler, params, env, tasks, batch_size=BATCH)
@@ -386,10 +469,15 @@ def test_records_follow_rows_with_several_samples(sampler_cfg, tok, math_tasks):
   assert s.calls == [(BATCH, 2, 2)]
   assert result.metrics["n"] == 4
   assert [(r["id"], r["sample"], r["rewards"]) for r in result.records] == [
-      ("p0", 0, [1.0, 0.0]), ("p0", 1, [1.0, 0.0]), ("p1", 0, [0.0, 1.0]), ("p1", 1, [0.0, 1.0])]
+      ("p0", 0, [1.0, 0.0]),
+      ("p0", 1, [1.0, 0.0]),
+      ("p1", 0, [0.0, 1.0]),
+      ("p1", 1, [0.0, 1.0]),
+  ]
 
 
 # --------------------------------------------------------------------------- compute scaling
+
 
 def test_majority():
   maj = evaluate._majority
@@ -403,8 +491,9 @@ def test_majority():
   assert maj([None, "x"]) == 1
 
 
-def test_compute_scaling_votes_over_parallel_and_sequential(sampler_cfg, tok, math_tasks,
-                                                            tmp_path, monkeypatch):
+def test_compute_scaling_votes_over_parallel_and_sequential(
+    sampler_cfg, tok, math_tasks, tmp_path, monkeypatch
+):
   """The vote and its bookkeeping, with scripted answers. (The real tiny model runs the
   comparison in test_cli_end_to_end; the tokens it samples do not matter here.)"""
   made = []
@@ -422,7 +511,12 @@ def test_compute_scaling_votes_over_parallel_and_sequential(sampler_cfg, tok, ma
       # sequential: 7 and 5 tie, the first seen (7) wins -> 0.
       ("p0", 2): [("\\boxed{7}", 0), ("\\boxed{5}", 1)],
       # parallel: 4 wins 3:1 (4^\circ counts as 4) over the correct 3 -> 0.
-      ("p1", 4): [("\\boxed{3}", 1), ("\\boxed{4}", 0), ("\\boxed{4^\\circ}", 0), ("\\boxed{4}", 0)],
+      ("p1", 4): [
+          ("\\boxed{3}", 1),
+          ("\\boxed{4}", 0),
+          ("\\boxed{4^\\circ}", 0),
+          ("\\boxed{4}", 0),
+      ],
       ("p1", 2): [("\\boxed{3}", 1), ("\\boxed{3}", 1)],
       # parallel: no sample states an answer -> 0; sequential: the only answer is right.
       ("p2", 4): [("", 1), ("no answer here", 1), ("", 1), ("", 1)],
@@ -440,11 +534,12 @@ def test_compute_scaling_votes_over_parallel_and_sequential(sampler_cfg, tok, ma
   assert [s.calls for s in made] == [[(2, 4, 1)] * 2, [(2, 2, 2)] * 2]
   assert not any(s.cfg.greedy for s in made)
   # The comparison lands in the summary JSON next to the five metrics.
-  result = evaluate.EvalResult(metrics=dict(n=1, accuracy_t1=0.0, accuracy_t2=1.0,
-                                            delta_t1_t2=1.0, delta_i_to_c=1.0,
-                                            delta_c_to_i=0.0),
-                               records=[{"id": "p0", "attempts": ["a", "b"],
-                                         "rewards": [0.0, 1.0], "reasons": ["x", "y"]}])
+  result = evaluate.EvalResult(
+      metrics=dict(
+          n=1, accuracy_t1=0.0, accuracy_t2=1.0, delta_t1_t2=1.0, delta_i_to_c=1.0, delta_c_to_i=0.0
+      ),
+      records=[{"id": "p0", "attempts": ["a", "b"], "rewards": [0.0, 1.0], "reasons": ["x", "y"]}],
+  )
   evaluate.write_results(str(tmp_path), "math500", "test", result, out)
   summary, _, _ = read_outputs(tmp_path)
   assert summary["majority_at_4_parallel"] == pytest.approx(1 / 3)
@@ -458,20 +553,28 @@ def test_compute_scaling_bad_arguments(model, sampler_cfg, params, env, math_tas
 
   class CodeEnv:
     kind = "code"
+
   with pytest.raises(ValueError, match="math tasks only"):
-    evaluate.compute_scaling(params, CodeEnv(), math_tasks, model, sampler_cfg, 2,
-                             batch_size=BATCH)
+    evaluate.compute_scaling(params, CodeEnv(), math_tasks, model, sampler_cfg, 2, batch_size=BATCH)
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 def test_cli_missing_dataset_fails_before_the_model(tmp_path):
   """The dataset error comes first although the model path is missing too."""
   missing = tmp_path / "nowhere" / "math500.jsonl"
   gguf = tmp_path / "no_model.gguf"
-  proc, secs = _cli([f"--config={CONFIG}", f"--workdir={tmp_path / 'w'}",
-                     f"--config.task.source={missing}", "--config.model.source=gguf",
-                     f"--config.model.path={gguf}"], timeout=120)
+  proc, secs = _cli(
+      [
+          f"--config={CONFIG}",
+          f"--workdir={tmp_path / 'w'}",
+          f"--config.task.source={missing}",
+          "--config.model.source=gguf",
+          f"--config.model.path={gguf}",
+      ],
+      timeout=120,
+  )
   assert proc.returncode == 2, proc.stderr[-3000:]  # an input error: one line, no traceback
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: config.task.source=") and str(missing) in last, last
@@ -495,8 +598,12 @@ def _bad_config(tmp_path, **task):
 def test_bad_input_fails_before_the_model(tmp_path):
   # A record without an answer: the file and line are named.
   no_answer = tmp_path / "no_answer.jsonl"
-  no_answer.write_text(json.dumps({"question": "What is 1+1?", "answer": "\\boxed{2}"}) + "\n"
-                       + json.dumps({"question": "What is 2+2?"}) + "\n")
+  no_answer.write_text(
+      json.dumps({"question": "What is 1+1?", "answer": "\\boxed{2}"})
+      + "\n"
+      + json.dumps({"question": "What is 2+2?"})
+      + "\n"
+  )
   with pytest.raises(ValueError, match=rf"{no_answer}:2: record has no answer"):
     environments.from_config(_bad_config(tmp_path, source=str(no_answer)))
   # A GSM8K record whose answer has no final '####' answer.
@@ -521,7 +628,10 @@ def test_bad_input_fails_before_the_model(tmp_path):
 
 def test_graded_text_is_cut_at_the_templates_stop_strings():
   from score_jax.environments import truncate_at
-  assert truncate_at("The answer is 5.\n\nProblem:\nThe answer is 7.", ["\n\nProblem:"]) == \
-      "The answer is 5."
+
+  assert (
+      truncate_at("The answer is 5.\n\nProblem:\nThe answer is 7.", ["\n\nProblem:"])
+      == "The answer is 5."
+  )
   assert truncate_at("no stop here", ["\n\nProblem:"]) == "no stop here"
   assert truncate_at("a[DONE]b<x>c", ["<x>", "[DONE]"]) == "a"  # the earliest one wins

@@ -23,8 +23,7 @@ def get_config(arg=""):
   return mod.get_config(arg)
 
 
-@pytest.mark.parametrize("arg,name", [("", "gsm8k"), ("gsm8k", "gsm8k"),
-                                      ("math500", "math500")])
+@pytest.mark.parametrize("arg,name", [("", "gsm8k"), ("gsm8k", "gsm8k"), ("math500", "math500")])
 def test_config_validates(arg, name):
   c = get_config(arg)
   config_lib.validate(c)

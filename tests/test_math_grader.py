@@ -17,15 +17,15 @@ from score_jax.rewards.types import (
 
 
 def final(ans: str) -> str:
-    """A response in the paper's answer format."""
-    return (
-        "Let me think step by step. First we simplify.\n"
-        f"Final Answer: The final answer is ${ans}$. I hope it is correct."
-    )
+  """A response in the paper's answer format."""
+  return (
+      "Let me think step by step. First we simplify.\n"
+      f"Final Answer: The final answer is ${ans}$. I hope it is correct."
+  )
 
 
 def boxed(ans: str) -> str:
-    return f"So we get $x = 7$ at first, but after checking, the answer is $\\boxed{{{ans}}}$."
+  return f"So we get $x = 7$ at first, but after checking, the answer is $\\boxed{{{ans}}}$."
 
 
 MATH_SOLUTION = (
@@ -151,42 +151,42 @@ GSM8K_CASES = [
 
 
 def _grade(cases, mode):
-    with mg.MathGrader(workers=2, timeout_s=5.0) as grader:
-        return grader.grade([c[0] for c in cases], [c[1] for c in cases], mode=mode)
+  with mg.MathGrader(workers=2, timeout_s=5.0) as grader:
+    return grader.grade([c[0] for c in cases], [c[1] for c in cases], mode=mode)
 
 
 @pytest.fixture(scope="module")
 def grader():
-    with mg.MathGrader(workers=2, timeout_s=3.0) as g:
-        yield g
+  with mg.MathGrader(workers=2, timeout_s=3.0) as g:
+    yield g
 
 
 def test_math_table(grader):
-    assert len(MATH_CASES) >= 60
-    result = grader.grade([c[0] for c in MATH_CASES], [c[1] for c in MATH_CASES], mode="math")
-    assert isinstance(result, RewardResult)
-    assert result.rewards.dtype == np.float32 and result.rewards.shape == (len(MATH_CASES),)
-    wrong = [
-        (resp[-60:], ref[-40:], exp, reason)
-        for (resp, ref, exp), got, reason in zip(MATH_CASES, result.rewards, result.reasons)
-        if got != exp
-    ]
-    assert not wrong, wrong
-    for (_, _, exp), reason in zip(MATH_CASES, result.reasons):
-        assert (reason == CORRECT) == bool(exp)
+  assert len(MATH_CASES) >= 60
+  result = grader.grade([c[0] for c in MATH_CASES], [c[1] for c in MATH_CASES], mode="math")
+  assert isinstance(result, RewardResult)
+  assert result.rewards.dtype == np.float32 and result.rewards.shape == (len(MATH_CASES),)
+  wrong = [
+      (resp[-60:], ref[-40:], exp, reason)
+      for (resp, ref, exp), got, reason in zip(MATH_CASES, result.rewards, result.reasons)
+      if got != exp
+  ]
+  assert not wrong, wrong
+  for (_, _, exp), reason in zip(MATH_CASES, result.reasons):
+    assert (reason == CORRECT) == bool(exp)
 
 
 def test_gsm8k_table(grader):
-    result = grader.grade([c[0] for c in GSM8K_CASES], [c[1] for c in GSM8K_CASES], mode="gsm8k")
-    assert result.rewards.tolist() == [float(c[2]) for c in GSM8K_CASES], result.reasons
+  result = grader.grade([c[0] for c in GSM8K_CASES], [c[1] for c in GSM8K_CASES], mode="gsm8k")
+  assert result.rewards.tolist() == [float(c[2]) for c in GSM8K_CASES], result.reasons
 
 
 def test_reasons(grader):
-    result = grader.grade(
-        ["", "no answer here", final("3"), final("2"), final("2")],
-        ["2", "2", "2", "2", "   "],
-    )
-    assert result.reasons == [NO_ANSWER, NO_ANSWER, WRONG_ANSWER, CORRECT, INVALID_REFERENCE]
+  result = grader.grade(
+      ["", "no answer here", final("3"), final("2"), final("2")],
+      ["2", "2", "2", "2", "   "],
+  )
+  assert result.reasons == [NO_ANSWER, NO_ANSWER, WRONG_ANSWER, CORRECT, INVALID_REFERENCE]
 
 
 @pytest.mark.parametrize(
@@ -207,21 +207,21 @@ def test_reasons(grader):
     ],
 )
 def test_extract_answer(text, mode, expected):
-    assert mg.extract_answer(text, mode) == expected
+  assert mg.extract_answer(text, mode) == expected
 
 
 def test_reference_answer():
-    assert mg.reference_answer(MATH_SOLUTION, "math") == "\\frac{1}{2}"
-    assert mg.reference_answer("$\\frac{3}{4}$", "math") == "\\frac{3}{4}"
-    assert mg.reference_answer("He pays 2*3=6.\n#### 6", "gsm8k") == "6"
-    assert mg.reference_answer("  ", "math") is None
+  assert mg.reference_answer(MATH_SOLUTION, "math") == "\\frac{1}{2}"
+  assert mg.reference_answer("$\\frac{3}{4}$", "math") == "\\frac{3}{4}"
+  assert mg.reference_answer("He pays 2*3=6.\n#### 6", "gsm8k") == "6"
+  assert mg.reference_answer("  ", "math") is None
 
 
 def test_normalize_answer():
-    assert mg.normalize_answer("$30^{\\circ}$") == "30"
-    assert mg.normalize_answer("\\text{5 cm}") == "5"
-    assert mg.normalize_answer("\\text{1,000 dollars}") == "1,000"
-    assert mg.normalize_answer("x \\rightarrow 1") == "x \\rightarrow 1"
+  assert mg.normalize_answer("$30^{\\circ}$") == "30"
+  assert mg.normalize_answer("\\text{5 cm}") == "5"
+  assert mg.normalize_answer("\\text{1,000 dollars}") == "1,000"
+  assert mg.normalize_answer("x \\rightarrow 1") == "x \\rightarrow 1"
 
 
 # A power tower sympy cannot finish: math-verify's parse + verify of it against
@@ -231,46 +231,46 @@ PATHOLOGICAL = final("9^{9^{9^{9}}}")
 
 
 def test_pathological_times_out_quickly_and_pool_survives():
-    with mg.MathGrader(workers=2, timeout_s=1.5) as grader:
-        grader.grade([final("\\frac{2}{4}")], ["0.5"])  # start the pool outside the timed part
-        t0 = time.monotonic()
-        result = grader.grade(
-            [PATHOLOGICAL, final("\\frac12"), PATHOLOGICAL, final("3")], ["5", "0.5", "5", "3"]
-        )
-        elapsed = time.monotonic() - t0
-        assert result.reasons == [TIMEOUT, CORRECT, TIMEOUT, CORRECT]
-        assert elapsed < 5.0, elapsed
-        # The pool still works afterwards.
-        assert grader.grade([final("2")], ["2"]).reasons == [CORRECT]
+  with mg.MathGrader(workers=2, timeout_s=1.5) as grader:
+    grader.grade([final("\\frac{2}{4}")], ["0.5"])  # start the pool outside the timed part
+    t0 = time.monotonic()
+    result = grader.grade(
+        [PATHOLOGICAL, final("\\frac12"), PATHOLOGICAL, final("3")], ["5", "0.5", "5", "3"]
+    )
+    elapsed = time.monotonic() - t0
+    assert result.reasons == [TIMEOUT, CORRECT, TIMEOUT, CORRECT]
+    assert elapsed < 5.0, elapsed
+    # The pool still works afterwards.
+    assert grader.grade([final("2")], ["2"]).reasons == [CORRECT]
 
 
 def test_parent_deadline_kills_a_stuck_worker():
-    """A worker that never answers (stuck where SIGALRM cannot reach) is killed
-    at the parent's deadline and replaced."""
-    with mg.MathGrader(workers=1, timeout_s=1.0) as grader:
-        grader.grade([final("\\frac{2}{4}")], ["0.5"])
-        assert grader._pool[0].ready
-        parent, child = grader._ctx.Pipe()
-        proc = grader._ctx.Process(target=time.sleep, args=(60,), daemon=True)
-        proc.start()
-        grader._pool[0].kill()
-        grader._pool[0] = mg._Worker(proc, parent, ready=True)
-        t0 = time.monotonic()
-        result = grader.grade([final("x^2")], ["y^2"])
-        assert result.reasons == [TIMEOUT]
-        assert time.monotonic() - t0 < 3.0
-        assert not proc.is_alive()
-        assert grader.grade([final("x^2")], ["x^2"]).reasons == [CORRECT]
-        child.close()
+  """A worker that never answers (stuck where SIGALRM cannot reach) is killed
+  at the parent's deadline and replaced."""
+  with mg.MathGrader(workers=1, timeout_s=1.0) as grader:
+    grader.grade([final("\\frac{2}{4}")], ["0.5"])
+    assert grader._pool[0].ready
+    parent, child = grader._ctx.Pipe()
+    proc = grader._ctx.Process(target=time.sleep, args=(60,), daemon=True)
+    proc.start()
+    grader._pool[0].kill()
+    grader._pool[0] = mg._Worker(proc, parent, ready=True)
+    t0 = time.monotonic()
+    result = grader.grade([final("x^2")], ["y^2"])
+    assert result.reasons == [TIMEOUT]
+    assert time.monotonic() - t0 < 3.0
+    assert not proc.is_alive()
+    assert grader.grade([final("x^2")], ["x^2"]).reasons == [CORRECT]
+    child.close()
 
 
 def test_grade_math_module_function():
-    result = mg.grade_math([final("4")], ["4"], mode="math")
-    assert result.reasons == [CORRECT]
+  result = mg.grade_math([final("4")], ["4"], mode="math")
+  assert result.reasons == [CORRECT]
 
 
 def test_bad_arguments(grader):
-    with pytest.raises(ValueError):
-        grader.grade(["1"], [])
-    with pytest.raises(ValueError):
-        grader.grade(["1"], ["1"], mode="physics")
+  with pytest.raises(ValueError):
+    grader.grade(["1"], [])
+  with pytest.raises(ValueError):
+    grader.grade(["1"], ["1"], mode="physics")

@@ -13,11 +13,14 @@ FAMILIES = ["llama", "qwen2", "gemma2", "gemma3"]
 def _random_norms(model, seed=0):
   """Non-trivial norm scales / biases so every parameter matters."""
   from flax import nnx
+
   state = nnx.state(model, nnx.Param)
   leaves, treedef = jax.tree.flatten(state)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  leaves = [l + 0.1 * jax.random.normal(k, l.shape) if l.ndim <= 2 and l.shape[0] < 64 else l
-            for l, k in zip(leaves, keys)]
+  leaves = [
+      l + 0.1 * jax.random.normal(k, l.shape) if l.ndim <= 2 and l.shape[0] < 64 else l
+      for l, k in zip(leaves, keys)
+  ]
   nnx.update(model, jax.tree.unflatten(treedef, leaves))
   return model
 
@@ -35,24 +38,32 @@ def test_cached_decoding_matches_full_forward(family):
 
   # Right-padded prefill; each row's length advances by its own prompt length only.
   cache = KVCache.init(cfg, b, p + gen)
-  prefill_logits, cache = model(jnp.asarray(prompts), cache=cache,
-                                num_new=jnp.asarray(prompt_lens))
+  prefill_logits, cache = model(jnp.asarray(prompts), cache=cache, num_new=jnp.asarray(prompt_lens))
   np.testing.assert_array_equal(cache.lengths, prompt_lens)
   step = jax.jit(lambda m, t, c: m(t, cache=c))
   step_logits = []
   for t in range(gen):
-    logits, cache = step(model, jnp.asarray(cont[:, t:t + 1]), cache)
+    logits, cache = step(model, jnp.asarray(cont[:, t : t + 1]), cache)
     step_logits.append(np.asarray(logits[:, 0]))
   np.testing.assert_array_equal(cache.lengths, prompt_lens + gen)
 
   for r in range(b):
-    seq = np.concatenate([prompts[r, :prompt_lens[r]], cont[r]])
+    seq = np.concatenate([prompts[r, : prompt_lens[r]], cont[r]])
     full = np.asarray(model(jnp.asarray(seq)[None]))[0]
-    np.testing.assert_allclose(np.asarray(prefill_logits[r, :prompt_lens[r]]),
-                               full[:prompt_lens[r]], atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(prefill_logits[r, : prompt_lens[r]]),
+        full[: prompt_lens[r]],
+        atol=2e-5,
+        rtol=1e-5,
+    )
     for t in range(gen):
-      np.testing.assert_allclose(step_logits[t][r], full[prompt_lens[r] + t], atol=2e-5,
-                                 rtol=1e-5, err_msg=f"{family} row {r} step {t}")
+      np.testing.assert_allclose(
+          step_logits[t][r],
+          full[prompt_lens[r] + t],
+          atol=2e-5,
+          rtol=1e-5,
+          err_msg=f"{family} row {r} step {t}",
+      )
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
@@ -81,9 +92,9 @@ def test_chunked_append_after_rows_of_different_length():
   _, cache = model(jnp.asarray(a), cache=cache, num_new=jnp.asarray(a_lens))
   logits, cache = model(jnp.asarray(c), cache=cache)
   for r in range(2):
-    seq = np.concatenate([a[r, :a_lens[r]], c[r]])
+    seq = np.concatenate([a[r, : a_lens[r]], c[r]])
     full = np.asarray(model(jnp.asarray(seq)[None]))[0]
-    np.testing.assert_allclose(np.asarray(logits[r]), full[a_lens[r]:], atol=2e-5)
+    np.testing.assert_allclose(np.asarray(logits[r]), full[a_lens[r] :], atol=2e-5)
 
 
 def test_cache_repeat_shares_prefill():
@@ -95,18 +106,21 @@ def test_cache_repeat_shares_prefill():
   np.testing.assert_array_equal(rep.lengths, [3, 3, 3, 5, 5, 5])
 
 
-@pytest.mark.parametrize("kw, field", [
-    (dict(embed_dim=64, num_heads=4, num_kv_heads=3), "num_kv_heads"),
-    (dict(head_dim=15), "head_dim"),
-    (dict(embed_dim=64, num_heads=6, num_kv_heads=2, head_dim=None), "num_heads"),
-    (dict(num_layers=0), "num_layers"),
-    (dict(family="gpt2"), "family"),
-    (dict(layer_types=("local",)), "layer_types"),
-    (dict(layer_types=("local", "global"), sliding_window=None), "sliding_window"),
-    (dict(activation="relu"), "activation"),
-    (dict(dtype="float33"), "dtype"),
-    (dict(final_logit_softcap=-1.0), "final_logit_softcap"),
-])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        (dict(embed_dim=64, num_heads=4, num_kv_heads=3), "num_kv_heads"),
+        (dict(head_dim=15), "head_dim"),
+        (dict(embed_dim=64, num_heads=6, num_kv_heads=2, head_dim=None), "num_heads"),
+        (dict(num_layers=0), "num_layers"),
+        (dict(family="gpt2"), "family"),
+        (dict(layer_types=("local",)), "layer_types"),
+        (dict(layer_types=("local", "global"), sliding_window=None), "sliding_window"),
+        (dict(activation="relu"), "activation"),
+        (dict(dtype="float33"), "dtype"),
+        (dict(final_logit_softcap=-1.0), "final_logit_softcap"),
+    ],
+)
 def test_inconsistent_config_names_the_field(kw, field):
   with pytest.raises(ValueError, match=f"ModelConfig.{field}="):
     ModelConfig(**kw)

@@ -22,6 +22,7 @@ from score_jax.checkpoints import state as ckpt_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from multiprocess_worker import flat_params  # noqa: E402
+
 WORKER = os.path.join(REPO, "tests", "multiprocess_worker.py")
 _JAX_JOB_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -34,15 +35,23 @@ def _free_port() -> int:
 
 def _env(devices: int, **job) -> dict[str, str]:
   env = {k: v for k, v in os.environ.items() if k not in _JAX_JOB_VARS}
-  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             **{k: str(v) for k, v in job.items()})
+  env.update(
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=REPO,
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+      **{k: str(v) for k, v in job.items()},
+  )
   return env
 
 
 def _spawn(workdir, out, env):
-  return subprocess.Popen([sys.executable, WORKER, str(workdir), str(out)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+      [sys.executable, WORKER, str(workdir), str(out)],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
 
 
 def _records(workdir):
@@ -56,10 +65,19 @@ def runs(tmp_path_factory):
   port = _free_port()
   procs = {
       "single": _spawn(tmp / "single", tmp / "single.npz", _env(4)),
-      **{f"worker{i}": _spawn(tmp / "multi", tmp / f"multi{i}.npz",
-                              _env(2, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                                   JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i))
-         for i in range(2)},
+      **{
+          f"worker{i}": _spawn(
+              tmp / "multi",
+              tmp / f"multi{i}.npz",
+              _env(
+                  2,
+                  JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                  JAX_NUM_PROCESSES=2,
+                  JAX_PROCESS_ID=i,
+              ),
+          )
+          for i in range(2)
+      },
   }
   logs = {}
   try:
@@ -91,8 +109,7 @@ def test_two_processes_equal_one(runs):
   train = lambda recs, k: [r[k] for r in recs if r["split"] == "train"]
   np.testing.assert_allclose(train(multi, "loss"), train(single, "loss"), rtol=0, atol=1e-5)
   for k in ("acc_t1", "acc_t2", "kl_t1", "kl_t2", "grad_norm"):
-    np.testing.assert_allclose(train(multi, k), train(single, k), rtol=1e-5, atol=1e-6,
-                               err_msg=k)
+    np.testing.assert_allclose(train(multi, k), train(single, k), rtol=1e-5, atol=1e-6, err_msg=k)
   ev = lambda recs: {k: v for k, v in recs[-1].items() if k not in ("step", "split")}
   assert ev(multi) == pytest.approx(ev(single), rel=1e-6, abs=1e-6)
 

@@ -41,8 +41,12 @@ def test_notebook_runs(monkeypatch, tmp_path):
   monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's workdir (tempfile.mkdtemp)
   nb = nbformat.read(NOTEBOOK, as_version=4)
   # Executed in memory from notebooks/ (as in a checkout); the run writes to a temp workdir.
-  client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                   resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}})
+  client = nbclient.NotebookClient(
+      nb,
+      timeout=300,
+      kernel_name="python3",
+      resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}},
+  )
   client.execute()  # raises CellExecutionError (with the traceback) when a cell fails
   errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
   assert not errors, errors

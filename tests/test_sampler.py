@@ -10,8 +10,9 @@ from score_jax.model import init_model, tiny
 from score_jax.sampler import Sampler, SamplerConfig, sample_token
 from score_jax.teacher_forcing import assemble_sequences, gather_turn_logprobs, sequence_logprobs
 
-PROMPTS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 0, 0, 0, 0], [13, 0, 0, 0, 0, 0],
-                    [14, 15, 16, 17, 0, 0]])
+PROMPTS = np.array(
+    [[5, 6, 7, 8, 9, 10], [11, 12, 0, 0, 0, 0], [13, 0, 0, 0, 0, 0], [14, 15, 16, 17, 0, 0]]
+)
 PROMPT_LENS = np.array([6, 2, 1, 4])
 INSTR = np.array([21, 22, 23])
 
@@ -30,7 +31,7 @@ def _last_logits(model, rows):
   width = 32
   toks = np.zeros((len(rows), width), np.int32)
   for i, r in enumerate(rows):
-    toks[i, :len(r)] = r
+    toks[i, : len(r)] = r
   lens = np.array([len(r) for r in rows])
   logits = _full_forward(model, jnp.asarray(toks), jnp.arange(width)[None] < lens[:, None])
   return logits[np.arange(len(rows)), lens - 1]
@@ -39,7 +40,7 @@ def _last_logits(model, rows):
 def naive_sample(model, prompts, lens, instr, key, cfg):
   """Reference: recompute every row's whole sequence at every step, same key schedule."""
   n = cfg.num_samples
-  rows = [list(prompts[r, :lens[r]]) for r in range(len(lens)) for _ in range(n)]
+  rows = [list(prompts[r, : lens[r]]) for r in range(len(lens)) for _ in range(n)]
   turns = []
   for i, budget in enumerate(cfg.turn_budgets):
     if i:
@@ -75,16 +76,18 @@ def _check_against_naive(model, cfg, key=jax.random.key(3)):
 
 @pytest.mark.parametrize("family", ["gemma3", "llama"])
 def test_greedy_two_turns_equal_naive_recompute(family):
-  cfg = SamplerConfig(prompt_buckets=(8,), turn_budgets=(7, 5), instruction_len=4, greedy=True,
-                      stop_ids=(63,))
+  cfg = SamplerConfig(
+      prompt_buckets=(8,), turn_budgets=(7, 5), instruction_len=4, greedy=True, stop_ids=(63,)
+  )
   _check_against_naive(_model(family), cfg)
 
 
 def test_stop_tokens_budget_and_empty_answers():
   """Rows stop at different steps (one on its very first token), others hit the budget."""
   model = _model("gemma3", seed=1)
-  base = SamplerConfig(prompt_buckets=(8,), turn_budgets=(6, 4), instruction_len=3,
-                       temperature=1.5, stop_ids=(63,))
+  base = SamplerConfig(
+      prompt_buckets=(8,), turn_budgets=(6, 4), instruction_len=3, temperature=1.5, stop_ids=(63,)
+  )
   key = jax.random.key(7)
   free = Sampler(model, base)(nnx.state(model), PROMPTS, PROMPT_LENS, INSTR, None, key)
   t1 = np.asarray(free.turns[0].tokens)
@@ -110,24 +113,33 @@ def test_zero_budget_turn_is_empty():
   assert int(out.turns[1].mask.sum()) > 0
 
 
-@pytest.mark.parametrize("cfg_kw", [dict(temperature=0.7), dict(temperature=1.0, top_k=5),
-                                    dict(temperature=1.3, top_p=0.8)])
+@pytest.mark.parametrize(
+    "cfg_kw",
+    [dict(temperature=0.7), dict(temperature=1.0, top_k=5), dict(temperature=1.3, top_p=0.8)],
+)
 def test_logprobs_match_teacher_forcing(cfg_kw):
   model = _model("gemma3", seed=2)
-  cfg = SamplerConfig(prompt_buckets=(8,), turn_budgets=(6, 6), instruction_len=3,
-                      num_samples=3, stop_ids=(63,), **cfg_kw)
-  out = Sampler(model, cfg)(nnx.state(model), PROMPTS, PROMPT_LENS, INSTR, None,
-                            jax.random.key(0))
+  cfg = SamplerConfig(
+      prompt_buckets=(8,),
+      turn_budgets=(6, 6),
+      instruction_len=3,
+      num_samples=3,
+      stop_ids=(63,),
+      **cfg_kw,
+  )
+  out = Sampler(model, cfg)(nnx.state(model), PROMPTS, PROMPT_LENS, INSTR, None, jax.random.key(0))
   seq, valid, turn_masks = assemble_sequences(out, PROMPTS, INSTR)
   tempered = sequence_logprobs(model, seq, valid, cfg.temperature)
   raw = sequence_logprobs(model, seq, valid)
   for t, turn in enumerate(out.turns):
     budget = turn.tokens.shape[1]
     np.testing.assert_array_equal(turn_masks[t].sum(-1), turn.mask.sum(-1))
-    np.testing.assert_allclose(gather_turn_logprobs(tempered, turn_masks[t], budget),
-                               turn.logprobs, atol=1e-5)
-    np.testing.assert_allclose(gather_turn_logprobs(raw, turn_masks[t], budget),
-                               turn.logprobs_raw, atol=1e-5)
+    np.testing.assert_allclose(
+        gather_turn_logprobs(tempered, turn_masks[t], budget), turn.logprobs, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        gather_turn_logprobs(raw, turn_masks[t], budget), turn.logprobs_raw, atol=1e-5
+    )
   # The n samples of one prompt share the prompt but are different samples.
   t1 = np.asarray(out.turns[0].tokens).reshape(4, 3, -1)
   assert any(not np.array_equal(t1[b, 0], t1[b, 1]) for b in range(4))
@@ -144,19 +156,20 @@ def test_top_k_and_top_p_restrict_support():
 
 def test_deterministic_and_no_recompilation():
   model = _model("gemma3")
-  cfg = SamplerConfig(prompt_buckets=(8, 16), turn_budgets=(4, 4), instruction_len=3,
-                      num_samples=2, stop_ids=(63,))
+  cfg = SamplerConfig(
+      prompt_buckets=(8, 16), turn_budgets=(4, 4), instruction_len=3, num_samples=2, stop_ids=(63,)
+  )
   sampler = Sampler(model, cfg)
   params = nnx.state(model)
   a = sampler(params, PROMPTS, PROMPT_LENS, INSTR, None, jax.random.key(1))
   b = sampler(params, PROMPTS, PROMPT_LENS, INSTR, None, jax.random.key(1))
   np.testing.assert_array_equal(a.turns[1].tokens, b.turns[1].tokens)
   # A new batch in the same bucket (other lengths, other width <= 8) reuses the program.
-  sampler(params, PROMPTS[::-1, :5], np.minimum(PROMPT_LENS[::-1], 5), INSTR, None,
-          jax.random.key(2))
+  sampler(
+      params, PROMPTS[::-1, :5], np.minimum(PROMPT_LENS[::-1], 5), INSTR, None, jax.random.key(2)
+  )
   assert sampler.trace_count == 1
-  sampler(params, np.pad(PROMPTS, ((0, 0), (0, 6))), PROMPT_LENS, INSTR, None,
-          jax.random.key(2))
+  sampler(params, np.pad(PROMPTS, ((0, 0), (0, 6))), PROMPT_LENS, INSTR, None, jax.random.key(2))
   assert sampler.trace_count == 2  # a larger bucket compiles once more
 
 
@@ -164,8 +177,14 @@ def test_sharded_sampling_equals_single_device():
   if jax.device_count() < 8:
     pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (see conftest)")
   model = _model("gemma3", seed=4)
-  cfg = SamplerConfig(prompt_buckets=(8,), turn_budgets=(5, 5), instruction_len=3,
-                      num_samples=2, temperature=1.0, stop_ids=(63,))
+  cfg = SamplerConfig(
+      prompt_buckets=(8,),
+      turn_budgets=(5, 5),
+      instruction_len=3,
+      num_samples=2,
+      temperature=1.0,
+      stop_ids=(63,),
+  )
   prompts = np.concatenate([PROMPTS, PROMPTS[::-1]])
   lens = np.concatenate([PROMPT_LENS, PROMPT_LENS[::-1]])
   key = jax.random.key(5)
@@ -197,11 +216,16 @@ def test_bad_inputs_are_named():
 def test_followups_share_the_first_attempt():
   """Second attempts in follow-up groups continue one shared first attempt (and cache)."""
   model = _model("gemma3", seed=4)
-  cfg = SamplerConfig(prompt_buckets=(8,), turn_budgets=(5, 5), instruction_len=3,
-                      num_samples=2, followups=3, stop_ids=(63,))
+  cfg = SamplerConfig(
+      prompt_buckets=(8,),
+      turn_budgets=(5, 5),
+      instruction_len=3,
+      num_samples=2,
+      followups=3,
+      stop_ids=(63,),
+  )
   assert cfg.rows_per_prompt == 6
-  out = Sampler(model, cfg)(nnx.state(model), PROMPTS, PROMPT_LENS, INSTR, None,
-                            jax.random.key(7))
+  out = Sampler(model, cfg)(nnx.state(model), PROMPTS, PROMPT_LENS, INSTR, None, jax.random.key(7))
   t1 = np.asarray(out.turns[0].tokens).reshape(4, 2, 3, -1)
   t2 = np.asarray(out.turns[1].tokens).reshape(4, 2, 3, -1)
   # Siblings: the same first attempt, different second attempts.
@@ -214,6 +238,7 @@ def test_followups_share_the_first_attempt():
   seq, valid, turn_masks = assemble_sequences(out, PROMPTS, INSTR)
   tf = sequence_logprobs(model, seq, valid, cfg.temperature)
   for t, turn in enumerate(out.turns):
-    np.testing.assert_allclose(gather_turn_logprobs(tf, turn_masks[t], turn.tokens.shape[1]),
-                               turn.logprobs, atol=1e-5)
+    np.testing.assert_allclose(
+        gather_turn_logprobs(tf, turn_masks[t], turn.tokens.shape[1]), turn.logprobs, atol=1e-5
+    )
   assert out.prompt_lens.shape == (24,) and out.cache.lengths.shape == (24,)

@@ -30,14 +30,17 @@ def test_make_mesh_auto_axes_and_fill():
   assert dict(one.shape) == {"data": 1}
 
 
-@pytest.mark.parametrize("axes, match", [
-    ({"data": 2, "fsdp": 2}, r"multiply to 4 but there are 8 devices"),
-    ({"data": 3, "fsdp": -1}, r"'fsdp'=-1.*does not divide the 8 devices"),
-    ({"data": -1, "fsdp": -1}, r"only one axis may have size -1"),
-    ({"data": 0, "fsdp": -1}, r"mesh axis 'data': size 0"),
-    ([("data", 2), ("data", 4)], r"duplicate axis name"),
-    ({}, r"at least one axis"),
-])
+@pytest.mark.parametrize(
+    "axes, match",
+    [
+        ({"data": 2, "fsdp": 2}, r"multiply to 4 but there are 8 devices"),
+        ({"data": 3, "fsdp": -1}, r"'fsdp'=-1.*does not divide the 8 devices"),
+        ({"data": -1, "fsdp": -1}, r"only one axis may have size -1"),
+        ({"data": 0, "fsdp": -1}, r"mesh axis 'data': size 0"),
+        ([("data", 2), ("data", 4)], r"duplicate axis name"),
+        ({}, r"at least one axis"),
+    ],
+)
 def test_make_mesh_errors(axes, match):
   with pytest.raises(ValueError, match=match):
     sh.make_mesh(axes)
@@ -99,8 +102,9 @@ def test_sharded_forward_matches_single_device(mesh, family):
   assert state["blocks"][0]["mlp"]["down_proj"].get_value().sharding.spec == P("tensor", "fsdp")
 
   batch_sh = sh.batch_sharding(mesh, 2)
-  out = jax.jit(fwd, in_shardings=(state_sh, batch_sh, batch_sh),
-                out_shardings=sh.batch_sharding(mesh, 3))(state, tokens, mask)
+  out = jax.jit(
+      fwd, in_shardings=(state_sh, batch_sh, batch_sh), out_shardings=sh.batch_sharding(mesh, 3)
+  )(state, tokens, mask)
   assert out.sharding.spec == P(("data", "fsdp"), None, None)
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5, rtol=1e-5)
 
@@ -126,7 +130,9 @@ def test_tree_shardings_like_optimizer_state(mesh):
   opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
   opt_state = nnx.state(opt)
   opt_sh = sh.tree_shardings_like(opt_state, sh.model_shardings(model, mesh))
-  specs = {jax.tree_util.keystr(p): s.spec for p, s in jax.tree_util.tree_flatten_with_path(opt_sh)[0]}
+  specs = {
+      jax.tree_util.keystr(p): s.spec for p, s in jax.tree_util.tree_flatten_with_path(opt_sh)[0]
+  }
   mu_specs = [v for k, v in specs.items() if "mu" in k and "q_proj" in k]
   assert mu_specs and all(s == q_spec for s in mu_specs)
   assert all(s == P() for k, s in specs.items() if "count" in k or "step" in k)
@@ -139,8 +145,9 @@ def test_init_sharded_equals_init_model(mesh):
   model = sh.init_sharded(lambda: init_model(cfg, seed=3), mesh)
   emb = nnx.state(model)["embedding"].get_value()
   assert emb.sharding.spec == P("tensor", "fsdp")
-  np.testing.assert_array_equal(np.asarray(emb),
-                                np.asarray(nnx.state(init_model(cfg, seed=3))["embedding"].get_value()))
+  np.testing.assert_array_equal(
+      np.asarray(emb), np.asarray(nnx.state(init_model(cfg, seed=3))["embedding"].get_value())
+  )
 
 
 def test_batch_sharding_and_shard_batch(mesh):
@@ -153,12 +160,18 @@ def test_batch_sharding_and_shard_batch(mesh):
     sh.shard_batch({"tokens": np.zeros((6, 5))}, mesh)
 
 
-_ENV = ("TPU_WORKER_HOSTNAMES", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-        "MEGASCALE_COORDINATOR_ADDRESS", "MEGASCALE_NUM_SLICES")
+_ENV = (
+    "TPU_WORKER_HOSTNAMES",
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "MEGASCALE_COORDINATOR_ADDRESS",
+    "MEGASCALE_NUM_SLICES",
+)
 
 
 def test_maybe_initialize_distributed(monkeypatch):
   import os
+
   for k in list(os.environ):
     if k in _ENV or k.startswith("MEGASCALE_"):
       monkeypatch.delenv(k)
@@ -181,9 +194,12 @@ def test_maybe_initialize_distributed(monkeypatch):
 
   monkeypatch.setattr(sh, "_distributed_initialized", False)
   monkeypatch.delenv("TPU_WORKER_HOSTNAMES")
-  assert sh.maybe_initialize_distributed("auto", coordinator_address="10.0.0.1:1234",
-                                         num_processes=2, process_id=1) is True
-  assert calls[-1] == {"coordinator_address": "10.0.0.1:1234", "num_processes": 2,
-                       "process_id": 1}
+  assert (
+      sh.maybe_initialize_distributed(
+          "auto", coordinator_address="10.0.0.1:1234", num_processes=2, process_id=1
+      )
+      is True
+  )
+  assert calls[-1] == {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}
   assert sh.multihost_env_detected({"MEGASCALE_NUM_SLICES": "2"})
   assert not sh.multihost_env_detected({"TPU_WORKER_HOSTNAMES": "localhost"})

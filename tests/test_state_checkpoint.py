@@ -27,8 +27,12 @@ def _train_state(mesh):
   # One update so that mu/nu are non-zero.
   grads = jax.tree.map(lambda p: jnp.cos(p), params)
   _, opt_state = optax.adam(1e-2).update(grads, opt_state, params)
-  return {"params": params, "opt_state": opt_state, "step": jnp.asarray(7, jnp.int32),
-          "rng": jax.random.split(jax.random.key(5), 2)}
+  return {
+      "params": params,
+      "opt_state": opt_state,
+      "step": jnp.asarray(7, jnp.int32),
+      "rng": jax.random.split(jax.random.key(5), 2),
+  }
 
 
 def _target(mesh):
@@ -36,10 +40,12 @@ def _target(mesh):
   param_sh = sh.model_shardings(params, mesh)
   opt_state = jax.eval_shape(optax.adam(1e-2).init, params)
   rep = jax.sharding.NamedSharding(mesh, P())
-  return {"params": abstract_target(params, param_sh),
-          "opt_state": abstract_target(opt_state, sh.tree_shardings_like(opt_state, param_sh)),
-          "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
-          "rng": jax.ShapeDtypeStruct((2,), jax.random.key(0).dtype, sharding=rep)}
+  return {
+      "params": abstract_target(params, param_sh),
+      "opt_state": abstract_target(opt_state, sh.tree_shardings_like(opt_state, param_sh)),
+      "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+      "rng": jax.ShapeDtypeStruct((2,), jax.random.key(0).dtype, sharding=rep),
+  }
 
 
 def _assert_tree_equal(a, b):
@@ -63,11 +69,14 @@ def saved(tmp_path_factory):
   return directory, state
 
 
-@pytest.mark.parametrize("axes", [{"data": 1, "fsdp": 4, "tensor": 2}, {"data": 1}],
-                         ids=["fsdp4-tensor2", "single-device"])
+@pytest.mark.parametrize(
+    "axes",
+    [{"data": 1, "fsdp": 4, "tensor": 2}, {"data": 1}],
+    ids=["fsdp4-tensor2", "single-device"],
+)
 def test_restore_onto_another_mesh_is_bit_exact(saved, axes):
   directory, state = saved
-  devices = jax.devices()[:int(np.prod(list(axes.values())))]
+  devices = jax.devices()[: int(np.prod(list(axes.values())))]
   mesh = sh.make_mesh(axes, devices=devices)
   ckpt = Checkpointer(directory)
   assert ckpt.latest_step() == 10
@@ -93,10 +102,12 @@ def test_restore_without_target(saved):
   directory, state = saved
   restored, meta = Checkpointer(directory).restore()
   assert meta["stage"] == 2
-  np.testing.assert_array_equal(restored["params"]["embedding"],
-                                np.asarray(state["params"]["embedding"].get_value()))
-  np.testing.assert_array_equal(jax.random.key_data(restored["rng"]),
-                                jax.random.key_data(state["rng"]))
+  np.testing.assert_array_equal(
+      restored["params"]["embedding"], np.asarray(state["params"]["embedding"].get_value())
+  )
+  np.testing.assert_array_equal(
+      jax.random.key_data(restored["rng"]), jax.random.key_data(state["rng"])
+  )
   assert int(restored["step"]) == 7
 
 
@@ -117,8 +128,7 @@ def test_target_mismatch_names_the_key(saved):
 
 
 def _small(step):
-  return {"w": jax.random.normal(jax.random.key(step), (32, 32)) + step,
-          "step": jnp.asarray(step)}
+  return {"w": jax.random.normal(jax.random.key(step), (32, 32)) + step, "step": jnp.asarray(step)}
 
 
 def _corrupt_truncate(step_dir):
@@ -135,8 +145,9 @@ def _corrupt_delete(step_dir):
 
 # Orbax leaves the reads of the other arrays of a failed restore to a closed event loop.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("corrupt", [_corrupt_truncate, _corrupt_delete],
-                         ids=["truncated", "deleted"])
+@pytest.mark.parametrize(
+    "corrupt", [_corrupt_truncate, _corrupt_delete], ids=["truncated", "deleted"]
+)
 def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog, corrupt):
   with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
     for step in (1, 2):
@@ -148,8 +159,10 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog, corrupt):
     restored, meta = ckpt.restore(target=target)
   assert meta == {"step": 1}
   _assert_tree_equal(restored, _small(1))
-  assert any("checkpoint step 2" in r.getMessage() and "falling back" in r.getMessage()
-             for r in caplog.records)
+  assert any(
+      "checkpoint step 2" in r.getMessage() and "falling back" in r.getMessage()
+      for r in caplog.records
+  )
   with pytest.raises(CheckpointError, match="step 2 .* is unreadable"):
     ckpt.restore(step=2, target=target)
 

@@ -1,4 +1,5 @@
 """Tokenizer API on a tiny SentencePiece model trained in the test (no GGUF needed)."""
+
 import io
 
 import numpy as np
@@ -7,18 +8,32 @@ import sentencepiece as spm
 
 from score_jax.tokenizer import Tokenizer
 
-CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello there",
-          "numbers 12345 and 678", "a b c d e f g h i j k l m n o p q r s t u v w x y z",
-          "line one\nline two  with  spaces"] * 20
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello world, hello there",
+    "numbers 12345 and 678",
+    "a b c d e f g h i j k l m n o p q r s t u v w x y z",
+    "line one\nline two  with  spaces",
+] * 20
 PAD, EOS, BOS, UNK, SOT, EOT = 0, 1, 2, 3, 4, 5
 
 
 def train(**kw) -> bytes:
   out = io.BytesIO()
-  args = dict(vocab_size=340, model_type="bpe", pad_id=PAD, eos_id=EOS, bos_id=BOS, unk_id=UNK,
-              control_symbols=["<start_of_turn>", "<end_of_turn>"], byte_fallback=True,
-              add_dummy_prefix=False, normalization_rule_name="identity",
-              remove_extra_whitespaces=False, minloglevel=2)
+  args = dict(
+      vocab_size=340,
+      model_type="bpe",
+      pad_id=PAD,
+      eos_id=EOS,
+      bos_id=BOS,
+      unk_id=UNK,
+      control_symbols=["<start_of_turn>", "<end_of_turn>"],
+      byte_fallback=True,
+      add_dummy_prefix=False,
+      normalization_rule_name="identity",
+      remove_extra_whitespaces=False,
+      minloglevel=2,
+  )
   args.update(kw)
   spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=out, **args)
   return out.getvalue()
@@ -50,7 +65,7 @@ def test_encode_bos_eos_and_special_text(tok):
   assert tok.encode("hello world", add_bos=True, add_eos=True) == [BOS] + plain + [EOS]
   # Special-token text maps to single ids; the text between goes through SentencePiece.
   ids = tok.encode("<s><start_of_turn>hello world<end_of_turn>\n", add_bos=False)
-  assert ids[:2] == [BOS, SOT] and ids[2:2 + len(plain)] == plain and ids[2 + len(plain)] == EOT
+  assert ids[:2] == [BOS, SOT] and ids[2 : 2 + len(plain)] == plain and ids[2 + len(plain)] == EOT
   literal = tok.encode("<start_of_turn>", add_bos=False, parse_special=False)
   assert SOT not in literal and len(literal) > 1
   # Unknown angle-bracket text is left to SentencePiece.
@@ -61,8 +76,13 @@ def test_encode_bos_eos_and_special_text(tok):
 
 
 def test_round_trip(tok):
-  for text in ["hello world", "numbers 12345 and 678", "line one\nline two  with  spaces",
-               " leading and trailing ", "héllo wörld ✓"]:
+  for text in [
+      "hello world",
+      "numbers 12345 and 678",
+      "line one\nline two  with  spaces",
+      " leading and trailing ",
+      "héllo wörld ✓",
+  ]:
     assert tok.decode(tok.encode(text, add_bos=True)) == text
 
 
@@ -79,7 +99,7 @@ def test_encode_batch_padding(tok, side):
     if side == "right":
       assert mask[r, :n].all() and not mask[r, n:].any()
     else:
-      assert mask[r, 16 - n:].all() and not mask[r, :16 - n].any()
+      assert mask[r, 16 - n :].all() and not mask[r, : 16 - n].any()
     assert tokens[r][mask[r]].tolist() == ids
     assert (tokens[r][~mask[r]] == PAD).all()
     assert tokens[r][mask[r]][0] == BOS
@@ -95,8 +115,9 @@ def test_encode_batch_too_long(tok):
   full = tok.encode(texts[1], add_bos=True)
   tokens, mask = tok.encode_batch(texts, 6, add_bos=True, truncate=True)
   assert tokens[1].tolist() == full[:6] and mask[1].all()
-  tokens, mask = tok.encode_batch(texts, 6, add_bos=True, truncate=True, truncate_side="left",
-                                  pad_side="left")
+  tokens, mask = tok.encode_batch(
+      texts, 6, add_bos=True, truncate=True, truncate_side="left", pad_side="left"
+  )
   assert tokens[1].tolist() == full[-6:]
   with pytest.raises(ValueError, match="pad_side"):
     tok.encode_batch(texts, 6, add_bos=True, pad_side="middle")
@@ -125,8 +146,9 @@ def test_from_file_and_overrides(proto, tmp_path):
 
 
 def test_model_without_pad_and_non_angle_specials():
-  tok = Tokenizer.from_proto(train(pad_id=-1, eos_id=1, bos_id=2, unk_id=0,
-                                   control_symbols=["[SEP]", "<end_of_turn>"]))
+  tok = Tokenizer.from_proto(
+      train(pad_id=-1, eos_id=1, bos_id=2, unk_id=0, control_symbols=["[SEP]", "<end_of_turn>"])
+  )
   assert tok.pad_id == tok.eos_id == 1  # no pad piece: pad with EOS
   sep = tok.piece_id("[SEP]")
   ids = tok.encode("hello[SEP]world", add_bos=False)

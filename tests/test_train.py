@@ -35,8 +35,14 @@ def _config(**kw):
 def test_stage2_steps_raise_the_reward(tmp_path):
   # The toy rule (first token's parity = the last prompt token's) is learnable only from
   # the reward; alpha=1 keeps the shaped turn-2 signal on the scale of 40 steps.
-  c = _config(stages=("stage2",), stage_steps=(40,), task__num_eval=64, checkpoint_every=0,
-              batch_size=32, loss__alpha=1.0)
+  c = _config(
+      stages=("stage2",),
+      stage_steps=(40,),
+      task__num_eval=64,
+      checkpoint_every=0,
+      batch_size=32,
+      loss__alpha=1.0,
+  )
   trainer = Trainer(c, str(tmp_path))
   before = trainer.evaluate(0).metrics
   history = [trainer.train_step(s) for s in range(40)]
@@ -57,8 +63,9 @@ def test_eight_devices_equal_one(tmp_path):
     pytest.skip("needs 8 (fake) devices; see conftest")
   results = []
   for n, mesh in ((1, dict(mesh__data=1)), (8, dict(mesh__data=4, mesh__tensor=2))):
-    c = _config(stage_steps=(2, 2), checkpoint_every=0, task__num_eval=0,
-                mesh__num_devices=n, **mesh)
+    c = _config(
+        stage_steps=(2, 2), checkpoint_every=0, task__num_eval=0, mesh__num_devices=n, **mesh
+    )
     trainer = Trainer(c, str(tmp_path / str(n)))
     losses = [trainer.train_step(s)["loss"] for s in range(4)]
     assert len(trainer.state.params["embedding"].value.sharding.device_set) == n
@@ -69,14 +76,23 @@ def test_eight_devices_equal_one(tmp_path):
 
 
 def _run_cli(workdir, *extra, wait=True):
-  cmd = [sys.executable, "-m", "score_jax.train", f"--config={REPO}/configs/toy.py",
-         f"--workdir={workdir}", "--config.checkpoint_every=1", "--config.stage_steps=(3,5)",
-         "--config.task.num_eval=0", *extra]
+  cmd = [
+      sys.executable,
+      "-m",
+      "score_jax.train",
+      f"--config={REPO}/configs/toy.py",
+      f"--workdir={workdir}",
+      "--config.checkpoint_every=1",
+      "--config.stage_steps=(3,5)",
+      "--config.task.num_eval=0",
+      *extra,
+  ]
   env = dict(os.environ, PYTHONPATH=REPO)
   if wait:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-  return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+  return subprocess.Popen(
+      cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+  )
 
 
 def _restore_params(workdir):
@@ -129,22 +145,27 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
     assert trainer.maybe_restore()
   assert int(trainer.state.step) == latest - 1
-  assert any(f"step {latest}" in r.getMessage() and "falling back" in r.getMessage()
-             for r in caplog.records)
+  assert any(
+      f"step {latest}" in r.getMessage() and "falling back" in r.getMessage()
+      for r in caplog.records
+  )
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (dict(loss__beta1=-0.1), "loss.beta1"),
-    (dict(loss__beta2=-1.0), "loss.beta2"),
-    (dict(stages=("single_turn",), stage_steps=(4,)), "loss.alpha"),
-    (dict(stages=("stage3",)), "stages"),
-    (dict(stage_steps=(1,)), "stage_steps"),
-    (dict(batch_size=6, mesh__data=4), "batch_size"),
-    (dict(micro_batch_size=3), "micro_batch_size"),
-    (dict(loss__kl_estimator="k2"), "loss.kl_estimator"),
-    (dict(model__source="s3"), "model.source"),
-    (dict(task__name="imagenet"), "task.name"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(loss__beta1=-0.1), "loss.beta1"),
+        (dict(loss__beta2=-1.0), "loss.beta2"),
+        (dict(stages=("single_turn",), stage_steps=(4,)), "loss.alpha"),
+        (dict(stages=("stage3",)), "stages"),
+        (dict(stage_steps=(1,)), "stage_steps"),
+        (dict(batch_size=6, mesh__data=4), "batch_size"),
+        (dict(micro_batch_size=3), "micro_batch_size"),
+        (dict(loss__kl_estimator="k2"), "loss.kl_estimator"),
+        (dict(model__source="s3"), "model.source"),
+        (dict(task__name="imagenet"), "task.name"),
+    ],
+)
 def test_bad_config_values_name_the_field(overrides, field):
   with pytest.raises(ValueError, match=f"config.{field}="):
     config_lib.validate(_config(**overrides), num_devices=8)

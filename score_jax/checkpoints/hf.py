@@ -56,29 +56,75 @@ _FAMILY = {"llama": "llama", "qwen2": "qwen2", "gemma2": "gemma2", "gemma3_text"
 # Defaults of the transformers config classes for fields a config.json may omit (the Hub
 # configs of Gemma 3 multimodal models, e.g., rely on them for heads/head_dim/vocab).
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
-                  num_hidden_layers=32, num_attention_heads=32, rms_norm_eps=1e-6,
-                  hidden_act="silu", tie_word_embeddings=False, rope_theta=10_000.0),
-    "qwen2": dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016,
-                  num_hidden_layers=32, num_attention_heads=32, rms_norm_eps=1e-6,
-                  hidden_act="silu", tie_word_embeddings=False, rope_theta=10_000.0,
-                  use_sliding_window=False, sliding_window=4096, max_window_layers=28),
-    "gemma2": dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216,
-                   num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
-                   head_dim=256, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
-                   tie_word_embeddings=True, rope_theta=10_000.0, query_pre_attn_scalar=256,
-                   sliding_window=4096, final_logit_softcapping=30.0,
-                   attn_logit_softcapping=50.0),
-    "gemma3_text": dict(vocab_size=262_208, hidden_size=2304, intermediate_size=9216,
-                        num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
-                        head_dim=256, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
-                        tie_word_embeddings=True, rope_theta=1_000_000.0,
-                        rope_local_base_freq=10_000.0, query_pre_attn_scalar=256,
-                        sliding_window=4096, sliding_window_pattern=6,
-                        final_logit_softcapping=None, attn_logit_softcapping=None),
+    "llama": dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        rms_norm_eps=1e-6,
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        rope_theta=10_000.0,
+    ),
+    "qwen2": dict(
+        vocab_size=151936,
+        hidden_size=4096,
+        intermediate_size=22016,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        rms_norm_eps=1e-6,
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        rope_theta=10_000.0,
+        use_sliding_window=False,
+        sliding_window=4096,
+        max_window_layers=28,
+    ),
+    "gemma2": dict(
+        vocab_size=256000,
+        hidden_size=2304,
+        intermediate_size=9216,
+        num_hidden_layers=26,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True,
+        rope_theta=10_000.0,
+        query_pre_attn_scalar=256,
+        sliding_window=4096,
+        final_logit_softcapping=30.0,
+        attn_logit_softcapping=50.0,
+    ),
+    "gemma3_text": dict(
+        vocab_size=262_208,
+        hidden_size=2304,
+        intermediate_size=9216,
+        num_hidden_layers=26,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True,
+        rope_theta=1_000_000.0,
+        rope_local_base_freq=10_000.0,
+        query_pre_attn_scalar=256,
+        sliding_window=4096,
+        sliding_window_pattern=6,
+        final_logit_softcapping=None,
+        attn_logit_softcapping=None,
+    ),
 }
-_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh",
-                "gelu_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
+_ACTIVATIONS = {
+    "silu": "silu",
+    "swish": "silu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+}
 _LAYER_TYPES = {"sliding_attention": "local", "full_attention": "global"}
 
 
@@ -95,11 +141,17 @@ def _model_type(hf: dict, where: str | None) -> str:
     archs = hf.get("architectures") or []
     mt = next((_ARCH_TO_TYPE[a] for a in archs if a in _ARCH_TO_TYPE), None)
     if mt is None:
-      raise _err(f"config has no model_type and unsupported architectures {archs}; supported: "
-                 f"{_supported()}", where)
+      raise _err(
+          f"config has no model_type and unsupported architectures {archs}; supported: "
+          f"{_supported()}",
+          where,
+      )
   if mt not in SUPPORTED_MODEL_TYPES:
-    raise _err(f"unsupported model_type {mt!r} (architectures {hf.get('architectures')}); "
-               f"supported: {_supported()}", where)
+    raise _err(
+        f"unsupported model_type {mt!r} (architectures {hf.get('architectures')}); "
+        f"supported: {_supported()}",
+        where,
+    )
   return mt
 
 
@@ -143,9 +195,11 @@ def _rope_entry(params: dict, what: str, where: str | None) -> tuple[float | Non
   elif rope_type == "linear":
     scale = float(params.get("factor", 1.0))
   else:
-    raise _err(f"{what}: unsupported RoPE scaling type {rope_type!r} (supported: default, "
-               f"linear; e.g. Llama 3.1+ 'llama3' scaling needs a ModelConfig extension)",
-               where)
+    raise _err(
+        f"{what}: unsupported RoPE scaling type {rope_type!r} (supported: default, "
+        f"linear; e.g. Llama 3.1+ 'llama3' scaling needs a ModelConfig extension)",
+        where,
+    )
   theta = params.get("rope_theta")
   return (None if theta is None else float(theta)), scale
 
@@ -166,8 +220,9 @@ def _rope(mt: str, hf: dict, where: str | None) -> tuple[float, float, float | N
   if local is not None:
     local_base, local_scale = _rope_entry(local, "rope parameters of sliding_attention", where)
     if local_scale != 1.0:
-      raise _err(f"linear RoPE scaling {local_scale} on sliding-window layers is not supported",
-                 where)
+      raise _err(
+          f"linear RoPE scaling {local_scale} on sliding-window layers is not supported", where
+      )
     local_theta = local_base if local_base is not None else local_theta
   if mt != "gemma3_text":
     local_theta = None
@@ -208,8 +263,9 @@ def config_from_hf(hf_config: dict, *, where: str | None = None, **overrides) ->
   if act_name not in _ACTIVATIONS:
     raise _err(f"unsupported activation {act_name!r}; supported: {sorted(_ACTIVATIONS)}", where)
   if hf.get("attention_bias") and family != "qwen2":
-    raise _err("attention_bias=True (bias on q/k/v/o projections) is not supported for "
-               f"{mt}", where)
+    raise _err(
+        "attention_bias=True (bias on q/k/v/o projections) is not supported for " f"{mt}", where
+    )
   if hf.get("mlp_bias"):
     raise _err("mlp_bias=True is not supported", where)
   if hf.get("use_bidirectional_attention"):
@@ -263,10 +319,20 @@ def config_from_hf(hf_config: dict, *, where: str | None = None, **overrides) ->
 # ----------------------------------------------------------------------------- safetensors
 
 _ST_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16, "F8_E4M3": ml_dtypes.float8_e4m3fn,
-    "F8_E5M2": ml_dtypes.float8_e5m2, "I64": np.int64, "I32": np.int32, "I16": np.int16,
-    "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64,
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "F8_E4M3": ml_dtypes.float8_e4m3fn,
+    "F8_E5M2": ml_dtypes.float8_e5m2,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "U16": np.uint16,
+    "U32": np.uint32,
+    "U64": np.uint64,
     "BOOL": np.bool_,
 }
 
@@ -283,8 +349,10 @@ class SafetensorsFile:
         raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, no header)")
       n = int.from_bytes(head, "little")
       if 8 + n > size:
-        raise CheckpointError(f"{path}: truncated or corrupt safetensors file: header declares "
-                              f"{n} bytes but the file has only {size - 8} after the length")
+        raise CheckpointError(
+            f"{path}: truncated or corrupt safetensors file: header declares "
+            f"{n} bytes but the file has only {size - 8} after the length"
+        )
       try:
         header = json.loads(f.read(n).decode("utf-8"))
         if not isinstance(header, dict):
@@ -301,15 +369,20 @@ class SafetensorsFile:
         shape = tuple(int(s) for s in info["shape"])
         begin, end = (int(o) for o in info["data_offsets"])
       except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: tensor {name!r} has a bad or unsupported header "
-                              f"entry {info!r}") from e
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has a bad or unsupported header " f"entry {info!r}"
+        ) from e
       nbytes = math.prod(shape) * np.dtype(dtype).itemsize
       if end - begin != nbytes or begin < 0:
-        raise CheckpointError(f"{path}: tensor {name!r} declares offsets {begin}..{end} for "
-                              f"{nbytes} bytes of {info['dtype']}{list(shape)}")
+        raise CheckpointError(
+            f"{path}: tensor {name!r} declares offsets {begin}..{end} for "
+            f"{nbytes} bytes of {info['dtype']}{list(shape)}"
+        )
       if end > data_size:
-        raise CheckpointError(f"{path}: truncated safetensors file: tensor {name!r} ends at "
-                              f"byte {end} of the data but the file holds {data_size}")
+        raise CheckpointError(
+            f"{path}: truncated safetensors file: tensor {name!r} ends at "
+            f"byte {end} of the data but the file holds {data_size}"
+        )
       self.entries[name] = (dtype, shape, begin, end)
     self._mmap = None
 
@@ -320,18 +393,28 @@ class SafetensorsFile:
     dtype, shape, begin, end = self.entries[name]
     if self._mmap is None:
       self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
-    raw = self._mmap[self._data_start + begin:self._data_start + end]
+    raw = self._mmap[self._data_start + begin : self._data_start + end]
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
 def _normalize_name(name: str) -> str | None:
   """Canonical `model.*` / `lm_head.weight` name; None for tensors outside the language model."""
-  for old, new in (("model.language_model.", "model."), ("language_model.model.", "model."),
-                   ("language_model.lm_head.", "lm_head."), ("language_model.", "model.")):
+  for old, new in (
+      ("model.language_model.", "model."),
+      ("language_model.model.", "model."),
+      ("language_model.lm_head.", "lm_head."),
+      ("language_model.", "model."),
+  ):
     if name.startswith(old):
-      return new + name[len(old):]
-  if name.startswith(("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
-                      "model.multi_modal_projector.")):
+      return new + name[len(old) :]
+  if name.startswith(
+      (
+          "vision_tower.",
+          "multi_modal_projector.",
+          "model.vision_tower.",
+          "model.multi_modal_projector.",
+      )
+  ):
     return None
   if name.startswith(("layers.", "embed_tokens.", "norm.")):
     return "model." + name
@@ -352,13 +435,16 @@ class _Tensors:
       files = sorted(set(weight_map.values()))
       for fn in files:
         if not os.path.isfile(os.path.join(path, fn)):
-          raise CheckpointError(f"{path}: shard {fn!r} listed in model.safetensors.index.json "
-                                "is missing")
+          raise CheckpointError(
+              f"{path}: shard {fn!r} listed in model.safetensors.index.json " "is missing"
+          )
     else:
       files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
       if not files:
-        raise CheckpointError(f"{path}: no *.safetensors file (expected model.safetensors or "
-                              "shards with model.safetensors.index.json)")
+        raise CheckpointError(
+            f"{path}: no *.safetensors file (expected model.safetensors or "
+            "shards with model.safetensors.index.json)"
+        )
     self.path = path
     self.where: dict[str, tuple[SafetensorsFile, str]] = {}
     for fn in files:
@@ -378,8 +464,10 @@ class _Tensors:
     st, raw_name = self.where[name]
     got = st.shape(raw_name)
     if tuple(got) != tuple(expected_shape):
-      raise CheckpointError(f"{st.path}: tensor {raw_name!r} has shape {list(got)}, expected "
-                            f"{list(expected_shape)}")
+      raise CheckpointError(
+          f"{st.path}: tensor {raw_name!r} has shape {list(got)}, expected "
+          f"{list(expected_shape)}"
+      )
     self.used.add(name)
     return st.get(raw_name)
 
@@ -389,8 +477,14 @@ class _Tensors:
 
 def _param_sources(cfg: ModelConfig) -> dict[tuple, tuple[str, tuple[int, ...], Callable]]:
   """Our param path -> (HF tensor name, HF shape, HF array -> our array)."""
-  d, f, n, k, h, v = (cfg.embed_dim, cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads,
-                      cfg.head_dim, cfg.vocab_size)
+  d, f, n, k, h, v = (
+      cfg.embed_dim,
+      cfg.hidden_dim,
+      cfg.num_heads,
+      cfg.num_kv_heads,
+      cfg.head_dim,
+      cfg.vocab_size,
+  )
   ident = lambda x: x
   tr = lambda x: x.T
   gemma = cfg.family in ("gemma2", "gemma3")
@@ -404,14 +498,10 @@ def _param_sources(cfg: ModelConfig) -> dict[tuple, tuple[str, tuple[int, ...], 
     p = f"model.layers.{i}."
     a = p + "self_attn."
     b = ("blocks", i)
-    src[b + ("attn", "q_proj")] = (a + "q_proj.weight", (n * h, d),
-                                   lambda x: x.T.reshape(d, n, h))
-    src[b + ("attn", "k_proj")] = (a + "k_proj.weight", (k * h, d),
-                                   lambda x: x.T.reshape(d, k, h))
-    src[b + ("attn", "v_proj")] = (a + "v_proj.weight", (k * h, d),
-                                   lambda x: x.T.reshape(d, k, h))
-    src[b + ("attn", "o_proj")] = (a + "o_proj.weight", (d, n * h),
-                                   lambda x: x.T.reshape(n, h, d))
+    src[b + ("attn", "q_proj")] = (a + "q_proj.weight", (n * h, d), lambda x: x.T.reshape(d, n, h))
+    src[b + ("attn", "k_proj")] = (a + "k_proj.weight", (k * h, d), lambda x: x.T.reshape(d, k, h))
+    src[b + ("attn", "v_proj")] = (a + "v_proj.weight", (k * h, d), lambda x: x.T.reshape(d, k, h))
+    src[b + ("attn", "o_proj")] = (a + "o_proj.weight", (d, n * h), lambda x: x.T.reshape(n, h, d))
     if cfg.qkv_bias:
       src[b + ("attn", "q_bias")] = (a + "q_proj.bias", (n * h,), lambda x: x.reshape(n, h))
       src[b + ("attn", "k_bias")] = (a + "k_proj.bias", (k * h,), lambda x: x.reshape(k, h))
@@ -426,8 +516,7 @@ def _param_sources(cfg: ModelConfig) -> dict[tuple, tuple[str, tuple[int, ...], 
     if gemma:
       src[b + ("post_attn_norm", "scale")] = (p + "post_attention_layernorm.weight", (d,), ident)
       src[b + ("pre_mlp_norm", "scale")] = (p + "pre_feedforward_layernorm.weight", (d,), ident)
-      src[b + ("post_mlp_norm", "scale")] = (p + "post_feedforward_layernorm.weight", (d,),
-                                             ident)
+      src[b + ("post_mlp_norm", "scale")] = (p + "post_feedforward_layernorm.weight", (d,), ident)
     else:
       src[b + ("pre_mlp_norm", "scale")] = (p + "post_attention_layernorm.weight", (d,), ident)
   return src
@@ -455,9 +544,13 @@ def read_hf_config(path: str | os.PathLike) -> dict:
   return hf
 
 
-def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
-                       param_dtype: str | None = None,
-                       strict: bool = True) -> tuple[ModelConfig, Transformer]:
+def load_hf_checkpoint(
+    path: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    param_dtype: str | None = None,
+    strict: bool = True,
+) -> tuple[ModelConfig, Transformer]:
   """Reads a Hugging Face checkpoint directory into (config, model).
 
   Args:
@@ -488,13 +581,16 @@ def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str = "float32",
     arr = fn(tensors.get(name, hf_shape))
     want = var.get_value().shape
     if tuple(arr.shape) != tuple(want):  # pragma: no cover - mapping bug guard
-      raise CheckpointError(f"{path}: {name} maps to shape {arr.shape}, parameter {key} is "
-                            f"{want}")
+      raise CheckpointError(
+          f"{path}: {name} maps to shape {arr.shape}, parameter {key} is " f"{want}"
+      )
     var.set_value(jax.device_put(np.asarray(arr, dtype=pdt)))
   if strict:
     unused = sorted(n for n in tensors.where if n not in tensors.used and not _ignorable(n, cfg))
     if unused:
       shown = ", ".join(unused[:8]) + (f" ... ({len(unused)} in all)" if len(unused) > 8 else "")
-      raise CheckpointError(f"{path}: checkpoint has tensors this importer does not use "
-                            f"({shown}); unsupported feature? pass strict=False to ignore")
+      raise CheckpointError(
+          f"{path}: checkpoint has tensors this importer does not use "
+          f"({shown}); unsupported feature? pass strict=False to ignore"
+      )
   return cfg, nnx.merge(graphdef, state)

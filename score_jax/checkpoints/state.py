@@ -44,6 +44,7 @@ _FORMAT = "score_jax.train_state/1"
 # Pytree conversions
 # --------------------------------------------------------------------------------------------
 
+
 def _is_node(x) -> bool:
   return isinstance(x, (nnx.Variable, nnx.State))
 
@@ -113,6 +114,7 @@ def abstract_target(tree, shardings=None):
   `nnx.eval_shape` / `jax.eval_shape`), placed on `shardings` (same structure, e.g. from
   `score_jax.sharding.model_shardings` / `tree_shardings_like`) or, when None, on each
   leaf's own sharding."""
+
   def leaf(x, sharding):
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
       return x  # Python scalars restore as such.
@@ -126,6 +128,7 @@ def abstract_target(tree, shardings=None):
 # --------------------------------------------------------------------------------------------
 # Checkpointer
 # --------------------------------------------------------------------------------------------
+
 
 class _Corrupt(Exception):
   pass
@@ -149,23 +152,38 @@ class Checkpointer:
     save_interval_steps: `save` without `force` skips steps not multiple of this.
   """
 
-  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
-               async_save: bool = False, save_interval_steps: int = 1):
+  def __init__(
+      self,
+      directory: str | os.PathLike,
+      *,
+      max_to_keep: int | None = 3,
+      async_save: bool = False,
+      save_interval_steps: int = 1,
+  ):
     if max_to_keep is not None and max_to_keep < 1:
       raise ValueError(f"Checkpointer.max_to_keep={max_to_keep}: must be >= 1 or None")
     self.directory = os.path.abspath(os.fspath(directory))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-        enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
+        max_to_keep=max_to_keep,
+        save_interval_steps=save_interval_steps,
+        enable_async_checkpointing=async_save,
+        create=True,
+        cleanup_tmp_directories=True,
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={_STATE: ocp.StandardCheckpointHandler(),
-                       _METADATA: ocp.JsonCheckpointHandler()})
+        self.directory,
+        options=options,
+        item_handlers={
+            _STATE: ocp.StandardCheckpointHandler(),
+            _METADATA: ocp.JsonCheckpointHandler(),
+        },
+    )
 
   # -- saving ----------------------------------------------------------------------------------
 
-  def save(self, step: int, state, metadata: Mapping[str, Any] | None = None,
-           force: bool = False) -> bool:
+  def save(
+      self, step: int, state, metadata: Mapping[str, Any] | None = None, force: bool = False
+  ) -> bool:
     """Saves `state` (+ JSON-serialisable `metadata`) as `step`; returns whether it saved
     (False when the step is skipped by save_interval_steps or already exists)."""
     step = int(step)
@@ -173,8 +191,9 @@ class Checkpointer:
     try:
       json.dumps(metadata)
     except (TypeError, ValueError) as e:
-      raise CheckpointError(f"checkpoint metadata of step {step} is not JSON-serialisable: "
-                            f"{e}") from e
+      raise CheckpointError(
+          f"checkpoint metadata of step {step} is not JSON-serialisable: " f"{e}"
+      ) from e
     plain = _to_plain(state)
     prng_keys: dict[str, str | None] = {}
 
@@ -186,16 +205,21 @@ class Checkpointer:
 
     plain = jax.tree_util.tree_map_with_path(unwrap, plain)
     if step in self._manager.all_steps() and not force:
-      logger.warning("checkpoint step %d already exists in %s; not overwriting", step,
-                      self.directory)
+      logger.warning(
+          "checkpoint step %d already exists in %s; not overwriting", step, self.directory
+      )
       return False
     if step in self._manager.all_steps():  # force: replace the existing step.
       self._manager.wait_until_finished()
       self._manager.delete(step)
     meta = {"format": _FORMAT, "user": metadata, "prng_keys": prng_keys}
     return self._manager.save(
-        step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(plain),
-                                         _METADATA: ocp.args.JsonSave(meta)}), force=force)
+        step,
+        args=ocp.args.Composite(
+            **{_STATE: ocp.args.StandardSave(plain), _METADATA: ocp.args.JsonSave(meta)}
+        ),
+        force=force,
+    )
 
   # -- restoring -------------------------------------------------------------------------------
 
@@ -224,27 +248,34 @@ class Checkpointer:
     if step is not None:
       step = int(step)
       if step not in steps:
-        raise CheckpointError(f"checkpoint step {step} not found in {self.directory}; "
-                              f"available steps: {steps}")
+        raise CheckpointError(
+            f"checkpoint step {step} not found in {self.directory}; " f"available steps: {steps}"
+        )
       try:
         return self._restore_step(step, target)
       except _Corrupt as e:
-        raise CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable: "
-                              f"{_short(e.__cause__)}") from e.__cause__
+        raise CheckpointError(
+            f"checkpoint step {step} in {self.directory} is unreadable: " f"{_short(e.__cause__)}"
+        ) from e.__cause__
     errors = []
     for s in reversed(steps):
       try:
         return self._restore_step(s, target)
       except _Corrupt as e:
         errors.append(f"step {s}: {_short(e.__cause__)}")
-        logger.warning("checkpoint step %d in %s is unreadable (%s); falling back to the "
-                       "previous step", s, self.directory, _short(e.__cause__))
+        logger.warning(
+            "checkpoint step %d in %s is unreadable (%s); falling back to the " "previous step",
+            s,
+            self.directory,
+            _short(e.__cause__),
+        )
     raise CheckpointError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
 
   def _restore_step(self, step: int, target):
     try:
       meta = self._manager.restore(
-          step, args=ocp.args.Composite(**{_METADATA: ocp.args.JsonRestore()}))[_METADATA]
+          step, args=ocp.args.Composite(**{_METADATA: ocp.args.JsonRestore()})
+      )[_METADATA]
       saved = self._manager.item_metadata(step)[_STATE]
       saved = getattr(saved, "tree", saved)
       if saved is None:
@@ -271,14 +302,16 @@ class Checkpointer:
 
     by_path = dict(_flatten(restored))
     if target is None:
+
       def rewrap(path, x):
         p = _path_str(path)
         return jax.random.wrap_key_data(x, impl=prng_keys[p]) if p in prng_keys else x
+
       return jax.tree_util.tree_map_with_path(rewrap, restored), meta["user"]
 
     # Rebuild the target's structure (Variables, nnx.State, namedtuples, keys).
     leaves = []
-    for (path, t) in _flatten(_to_plain(target)):
+    for path, t in _flatten(_to_plain(target)):
       x = by_path[path]
       if _is_key(t):
         x = jax.random.wrap_key_data(x, impl=prng_keys.get(path) or _key_impl_name(t))
@@ -299,20 +332,24 @@ class Checkpointer:
     where = f"checkpoint step {step} in {self.directory}"
     missing = [k for k in target_leaves if k not in saved_leaves]
     if missing:
-      raise CheckpointError(f"restore target key '{missing[0]}' is not in {where} "
-                            f"({len(missing)} missing; checkpoint has e.g. "
-                            f"{sorted(saved_leaves)[:5]})")
+      raise CheckpointError(
+          f"restore target key '{missing[0]}' is not in {where} "
+          f"({len(missing)} missing; checkpoint has e.g. "
+          f"{sorted(saved_leaves)[:5]})"
+      )
     extra = [k for k in saved_leaves if k not in target_leaves]
     if extra:
-      raise CheckpointError(f"{where} has key '{extra[0]}' that the restore target lacks "
-                            f"({len(extra)} extra)")
+      raise CheckpointError(
+          f"{where} has key '{extra[0]}' that the restore target lacks " f"({len(extra)} extra)"
+      )
     for k, t in target_leaves.items():
       s = saved_leaves[k]
       t_shape = tuple(np.shape(t)) if not hasattr(t, "shape") else tuple(t.shape)
       s_shape = tuple(getattr(s, "shape", ()) or ())
       if t_shape != s_shape:
-        raise CheckpointError(f"key '{k}': {where} has shape {s_shape} "
-                              f"but the restore target has shape {t_shape}")
+        raise CheckpointError(
+            f"key '{k}': {where} has shape {s_shape} " f"but the restore target has shape {t_shape}"
+        )
 
   # -- lifecycle -------------------------------------------------------------------------------
 

@@ -44,9 +44,9 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+  if name in _LAZY:
+    import importlib
 
-        mod = importlib.import_module(f"score_jax.data.{_LAZY[name]}")
-        return getattr(mod, name)
-    raise AttributeError(f"module 'score_jax.data' has no attribute {name!r}")
+    mod = importlib.import_module(f"score_jax.data.{_LAZY[name]}")
+    return getattr(mod, name)
+  raise AttributeError(f"module 'score_jax.data' has no attribute {name!r}")

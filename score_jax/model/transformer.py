@@ -33,12 +33,11 @@ _NEG_INF = -2.3819763e38  # finite: fully masked rows stay NaN-free.
 
 
 def _param(rngs: nnx.Rngs, init, shape, axes, dtype) -> nnx.Param:
-  return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=axes,
-                   eager_sharding=False)
+  return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=axes, eager_sharding=False)
 
 
 def _fan_in_init(fan_in: int):
-  return jax.nn.initializers.normal(stddev=fan_in ** -0.5)
+  return jax.nn.initializers.normal(stddev=fan_in**-0.5)
 
 
 @flax.struct.dataclass
@@ -58,8 +57,11 @@ class KVCache:
     dtype = jnp.dtype(dtype or cfg.dtype)
     shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-    return cls(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
-               lengths=jnp.zeros((batch,), jnp.int32))
+    return cls(
+        k=zeros,
+        v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+        lengths=jnp.zeros((batch,), jnp.int32),
+    )
 
   @property
   def max_len(self) -> int:
@@ -68,8 +70,7 @@ class KVCache:
   def repeat(self, n: int) -> "KVCache":
     """Each row repeated n times (row-major), e.g. n samples sharing one prompt prefill."""
     rep = lambda x: jnp.repeat(x, n, axis=0)
-    return KVCache(k=tuple(map(rep, self.k)), v=tuple(map(rep, self.v)),
-                   lengths=rep(self.lengths))
+    return KVCache(k=tuple(map(rep, self.k)), v=tuple(map(rep, self.v)), lengths=rep(self.lengths))
 
 
 class RMSNorm(nnx.Module):
@@ -170,8 +171,7 @@ class Attention(nnx.Module):
     mask = (k_idx <= q_idx) & input_mask[:, None, :]
     return self._attend(q, k, v, self._window(mask, q_idx, k_idx))
 
-  def decode(self, x: Array, positions: Array, k_cache: Array, v_cache: Array,
-             lengths: Array):
+  def decode(self, x: Array, positions: Array, k_cache: Array, v_cache: Array, lengths: Array):
     """Writes the T new keys/values at each row's offset, then attends over the cache."""
     q, k, v = self._project(x, positions)
     b, t = x.shape[:2]
@@ -229,8 +229,9 @@ class Block(nnx.Module):
     return self._mlp_branch(x)
 
   def decode(self, x, positions, k_cache, v_cache, lengths):
-    y, k_cache, v_cache = self.attn.decode(self.pre_attn_norm(x), positions, k_cache, v_cache,
-                                           lengths)
+    y, k_cache, v_cache = self.attn.decode(
+        self.pre_attn_norm(x), positions, k_cache, v_cache, lengths
+    )
     return self._mlp_branch(self._add_attn(x, y)), k_cache, v_cache
 
 
@@ -241,8 +242,9 @@ class Transformer(nnx.Module):
     d, v, pd = cfg.embed_dim, cfg.vocab_size, cfg.param_dtype
     self.cfg = cfg
     self.embedding = _param(rngs, _fan_in_init(d), (v, d), ("vocab", "embed"), pd)
-    self.blocks = nnx.List([Block(cfg, cfg.layer_type(i), rngs=rngs)
-                            for i in range(cfg.num_layers)])
+    self.blocks = nnx.List(
+        [Block(cfg, cfg.layer_type(i), rngs=rngs) for i in range(cfg.num_layers)]
+    )
     self.final_norm = RMSNorm(d, cfg, rngs=rngs)
     if not cfg.tie_embeddings:
       self.lm_head = _param(rngs, _fan_in_init(d), (d, v), ("embed", "vocab"), pd)
@@ -261,8 +263,9 @@ class Transformer(nnx.Module):
     logits = jnp.dot(x, w.astype(x.dtype), preferred_element_type=jnp.float32)
     return _softcap(logits, self.cfg.final_logit_softcap)
 
-  def hidden(self, tokens: Array, input_mask: Array | None = None,
-             positions: Array | None = None) -> Array:
+  def hidden(
+      self, tokens: Array, input_mask: Array | None = None, positions: Array | None = None
+  ) -> Array:
     """Final-layer activations before the output norm, for a full sequence."""
     if input_mask is None:
       input_mask = jnp.ones(tokens.shape, bool)
@@ -273,9 +276,15 @@ class Transformer(nnx.Module):
       x = block(x, positions, input_mask)
     return x
 
-  def __call__(self, tokens: Array, input_mask: Array | None = None,
-               positions: Array | None = None, *, cache: KVCache | None = None,
-               num_new: Array | None = None):
+  def __call__(
+      self,
+      tokens: Array,
+      input_mask: Array | None = None,
+      positions: Array | None = None,
+      *,
+      cache: KVCache | None = None,
+      num_new: Array | None = None,
+  ):
     """Full forward (cache=None) -> logits [B,T,V]; decode step -> (logits, new cache).
 
     In decode mode the T tokens of row b are written at slots lengths[b]..lengths[b]+T-1
@@ -295,8 +304,7 @@ class Transformer(nnx.Module):
       vs.append(v)
     if num_new is None:
       num_new = jnp.full((b,), t, jnp.int32)
-    new_cache = KVCache(k=tuple(ks), v=tuple(vs),
-                        lengths=cache.lengths + num_new.astype(jnp.int32))
+    new_cache = KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths + num_new.astype(jnp.int32))
     return self.logits(x), new_cache
 
 

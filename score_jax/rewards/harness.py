@@ -62,8 +62,20 @@ _MAX_DEPTH = 200  # nesting of one encoded value
 _EXIT_SETUP = 121  # the sandbox could not be set up (code_sandbox.WRAPPER_ERROR)
 _CASE = "__score_case__"
 # Modules that must not be imported on the program's say-so (side effects at import).
-_NO_IMPORT = frozenset({"antigravity", "this", "__hello__", "__phello__", "idlelib",
-                        "turtle", "turtledemo", "tkinter", "webbrowser", "pydoc"})
+_NO_IMPORT = frozenset(
+    {
+        "antigravity",
+        "this",
+        "__hello__",
+        "__phello__",
+        "idlelib",
+        "turtle",
+        "turtledemo",
+        "tkinter",
+        "webbrowser",
+        "pydoc",
+    }
+)
 
 
 class ProtocolError(Exception):
@@ -158,8 +170,11 @@ def _decode(v, remote, depth=0):
     if tag == "fs":
       return frozenset(items())
     if tag == "d":
-      if len(v) < 2 or type(v[1]) is not list or not all(
-          type(p) is list and len(p) == 2 for p in v[1]):
+      if (
+          len(v) < 2
+          or type(v[1]) is not list
+          or not all(type(p) is list and len(p) == 2 for p in v[1])
+      ):
         raise ProtocolError("bad dict value")
       return {_decode(k, remote, d): _decode(val, remote, d) for k, val in v[1]}
     if tag == "T":
@@ -172,6 +187,7 @@ def _decode(v, remote, depth=0):
       if maxlen is not None and type(maxlen) is not int:
         raise ProtocolError("bad deque value")
       import collections
+
       return collections.deque(items(), maxlen)
     if tag == "r":
       if len(v) != 4 or not all(type(a) is int for a in v[1:]):
@@ -244,12 +260,12 @@ def _loads(data):
       j = data.find(b";", pos + 1)
       if j < 0:
         raise ProtocolError("bad int")
-      return int(data[pos + 1:j]), j + 1
+      return int(data[pos + 1 : j]), j + 1
     if c == 115:  # s
       k, pos = count(pos + 1, b":")
       if k < 0 or pos + k > n:
         raise ProtocolError("bad str")
-      return data[pos:pos + k].decode("utf-8", "surrogatepass"), pos + k
+      return data[pos : pos + k].decode("utf-8", "surrogatepass"), pos + k
     if c == 108:  # l
       k, pos = count(pos + 1, b":")
       if k < 0 or k > n:
@@ -281,7 +297,7 @@ class _Pipe:
     data = len(data).to_bytes(8, "big") + data
     view = memoryview(data)
     while view:
-      view = view[os.write(self.wfd, view):]
+      view = view[os.write(self.wfd, view) :]
 
   def _exact(self, n):
     buf = bytearray()
@@ -334,6 +350,7 @@ def _serve(src, pipe):
     reply = ["ready", names]
   except BaseException as e:  # SystemExit too: leaving during the load is a failure
     import traceback
+
     traceback.print_exception(type(e), e, e.__traceback__.tb_next)  # from the program's frame
     reply = ["load_error", type(e).__name__, str(e)[:2000]]
   sys.stdout.flush()
@@ -398,6 +415,7 @@ class _Channel:
       if type(o) is Remote and object.__getattribute__(o, "_channel") is self:
         return ["h", object.__getattribute__(o, "_id"), ""]
       raise TypeError(f"the tests cannot pass a {type(o).__name__} to the program")
+
     return _encode(x, handle)
 
   def request(self, *req):
@@ -424,8 +442,11 @@ def _program_exception(name, message):
   cls = getattr(builtins, name, None)
   # Never StopIteration: raised from a call inside map()/zip() it would end the tests'
   # iteration early (all(map(f, xs)) would be True).
-  if (isinstance(cls, type) and issubclass(cls, Exception) and
-      not issubclass(cls, (StopIteration, StopAsyncIteration))):
+  if (
+      isinstance(cls, type)
+      and issubclass(cls, Exception)
+      and not issubclass(cls, (StopIteration, StopAsyncIteration))
+  ):
     try:
       return cls(message)
     except Exception:
@@ -445,14 +466,16 @@ class Remote:
 
   def _req(self, op, *args):
     return object.__getattribute__(self, "_channel").request(
-        op, object.__getattribute__(self, "_id"), *args)
+        op, object.__getattribute__(self, "_id"), *args
+    )
 
   def _arg(self, x):
     return object.__getattribute__(self, "_channel").arg(x)
 
   def __call__(self, *args, **kwargs):
-    return self._req("call", [self._arg(a) for a in args],
-                     {str(k): self._arg(v) for k, v in kwargs.items()})
+    return self._req(
+        "call", [self._arg(a) for a in args], {str(k): self._arg(v) for k, v in kwargs.items()}
+    )
 
   def __getattr__(self, name):
     if name.startswith("__") and name.endswith("__"):
@@ -499,8 +522,10 @@ class Remote:
     return s
 
   def __bool__(self):
-    raise TypeError(f"the truth value of a {object.__getattribute__(self, '_type')} "
-                    "object from the program is not decided by the tests")
+    raise TypeError(
+        f"the truth value of a {object.__getattribute__(self, '_type')} "
+        "object from the program is not decided by the tests"
+    )
 
   __hash__ = object.__hash__
 
@@ -527,9 +552,11 @@ class _Cases:
       except Exception as e:
         error = e
     if not passed:
-      self.fail_reason(_reason_of(error) if error is not None else "wrong_answer",
-                       f"test case {i} failed" + (f": {type(error).__name__}: {error}"
-                                                  if error is not None else ""))
+      self.fail_reason(
+          _reason_of(error) if error is not None else "wrong_answer",
+          f"test case {i} failed"
+          + (f": {type(error).__name__}: {error}" if error is not None else ""),
+      )
     self.ok[i] = self.ok.get(i, True) and passed
 
   def fail_reason(self, reason, detail):
@@ -559,11 +586,17 @@ def mark_cases(test_src, expose=()):
   else: case(i, value=v)``.  Raises SyntaxError when the tests do not parse.
   """
   import ast
+
   count = 0
 
   def case(i, kw, name):
-    return ast.Expr(ast.Call(ast.Name(_CASE, ast.Load()), [ast.Constant(i)],
-                             [ast.keyword(kw, ast.Name(name, ast.Load()))]))
+    return ast.Expr(
+        ast.Call(
+            ast.Name(_CASE, ast.Load()),
+            [ast.Constant(i)],
+            [ast.keyword(kw, ast.Name(name, ast.Load()))],
+        )
+    )
 
   def mark(body, top):
     nonlocal count
@@ -573,9 +606,16 @@ def mark_cases(test_src, expose=()):
         i, count = count, count + 1
         node = ast.Try(
             body=[ast.Assign([ast.Name("__score_value__", ast.Store())], node.test)],
-            handlers=[ast.ExceptHandler(ast.Name("Exception", ast.Load()), "__score_error__",
-                                        [case(i, "error", "__score_error__")])],
-            orelse=[case(i, "value", "__score_value__")], finalbody=[])
+            handlers=[
+                ast.ExceptHandler(
+                    ast.Name("Exception", ast.Load()),
+                    "__score_error__",
+                    [case(i, "error", "__score_error__")],
+                )
+            ],
+            orelse=[case(i, "value", "__score_value__")],
+            finalbody=[],
+        )
       elif top and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         node.body = mark(node.body, False)
       out.append(node)
@@ -595,8 +635,12 @@ def _program_names(channel, names, expose):
     if type(pair) is not list or len(pair) != 2:
       raise ProtocolError("bad name")
     k, v = pair
-    if not isinstance(k, str) or k.startswith("__") or k == _CASE or (
-        hasattr(builtins, k) and k not in expose):
+    if (
+        not isinstance(k, str)
+        or k.startswith("__")
+        or k == _CASE
+        or (hasattr(builtins, k) and k not in expose)
+    ):
       continue
     if k in sys.stdlib_module_names and k not in _NO_IMPORT and k not in expose:
       v = ["m", 0, k]  # `math` is the real math, whatever the program bound to the name
@@ -618,6 +662,7 @@ def _worker_end(pid):
   """Why the program process ended (it is gone or will be killed now)."""
   import signal
   import time
+
   try:
     for _ in range(100):  # it closed the channel: give it a moment to be gone
       done, status = os.waitpid(pid, os.WNOHANG)
@@ -654,8 +699,9 @@ def _run_tests(job, pipe, pid):
   try:
     code = compile(test_src, "tests.py", "exec")
   except (SyntaxError, ValueError) as e:
-    return dict(reason="sandbox_error", passed=0, total=cases.total,
-                detail=f"the tests do not compile: {e}")
+    return dict(
+        reason="sandbox_error", passed=0, total=cases.total, detail=f"the tests do not compile: {e}"
+    )
   channel = _Channel(pipe)
   try:
     try:
@@ -664,8 +710,7 @@ def _run_tests(job, pipe, pid):
       raise ProgramGone("no answer from the program process") from None
     if type(first) is list and first[:1] == ["load_error"] and len(first) == 3:
       cases.fail_reason(_load_reason(first[1]), f"the program raised {first[1]}: {first[2]}")
-    elif type(first) is list and len(first) == 2 and first[0] == "ready" and \
-        type(first[1]) is list:
+    elif type(first) is list and len(first) == 2 and first[0] == "ready" and type(first[1]) is list:
       ns = {"__name__": "__main__", "__builtins__": builtins}
       ns.update(_program_names(channel, first[1], set(expose)))
       ns[_CASE] = cases
@@ -687,8 +732,13 @@ def _run_tests(job, pipe, pid):
 # --- Setup ----------------------------------------------------------------------------------
 def _limit(cpu, mem, fsize, nproc, nofile):
   R = resource
-  for lim, val in ((R.RLIMIT_CORE, 0), (R.RLIMIT_FSIZE, fsize), (R.RLIMIT_NOFILE, nofile),
-                   (R.RLIMIT_NPROC, nproc), (R.RLIMIT_AS, mem)):
+  for lim, val in (
+      (R.RLIMIT_CORE, 0),
+      (R.RLIMIT_FSIZE, fsize),
+      (R.RLIMIT_NOFILE, nofile),
+      (R.RLIMIT_NPROC, nproc),
+      (R.RLIMIT_AS, mem),
+  ):
     R.setrlimit(lim, (val, val))
   R.setrlimit(R.RLIMIT_CPU, (cpu, cpu + 1))
 
@@ -703,6 +753,7 @@ def _become(uid):
 def _nondumpable():
   """No ptrace and no /proc/<pid>/{mem,fd,environ} for processes without CAP_SYS_PTRACE."""
   import ctypes
+
   libc = ctypes.CDLL(None, use_errno=True)
   if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0)")
@@ -720,19 +771,24 @@ def _read_fd(fd):
 def _block_network():
   import _socket
   import socket
+
   def refuse(*a, **k):
     raise PermissionError(1, "network access is disabled in the sandbox")
+
   class NoSocket(socket.socket):
+
     def __init__(self, *a, **k):
       refuse()
+
   socket.socket = _socket.socket = NoSocket
   socket.socketpair = socket.create_connection = socket.fromfd = refuse
 
 
 def main(argv):
   """argv: cpu mem fsize nproc nofile uid_tests uid_program block_net job_fd report_fd."""
-  (cpu, mem, fsize, nproc, nofile, uid_tests, uid_program, block_net, job_fd,
-   report_fd) = (int(a) for a in argv[1:11])
+  cpu, mem, fsize, nproc, nofile, uid_tests, uid_program, block_net, job_fd, report_fd = (
+      int(a) for a in argv[1:11]
+  )
   try:
     if uid_tests < 0:  # one uid for both: only non-dumpability keeps ptrace off the tests
       _nondumpable()

@@ -63,8 +63,9 @@ def instruction_text(family: str = "pair_sum") -> str:
 
 def task_module(family: str):
   if family not in FAMILIES:
-    raise ValueError(f"config.task.embedded.family={family!r}: expected one of "
-                     f"{tuple(FAMILIES)}")
+    raise ValueError(
+        f"config.task.embedded.family={family!r}: expected one of " f"{tuple(FAMILIES)}"
+    )
   return FAMILIES[family]
 
 
@@ -95,44 +96,74 @@ class BaseRecipe:
   def model_config(self, vocab_size: int) -> ModelConfig:
     d = self.embed_dim
     return ModelConfig(
-        family="gemma3", vocab_size=vocab_size, num_layers=self.num_layers, embed_dim=d,
-        hidden_dim=4 * d, num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
-        head_dim=d // self.num_heads, norm_offset=True, post_norms=True, qk_norm=True,
-        activation="gelu_tanh", tie_embeddings=True, scale_embeddings=True)
+        family="gemma3",
+        vocab_size=vocab_size,
+        num_layers=self.num_layers,
+        embed_dim=d,
+        hidden_dim=4 * d,
+        num_heads=self.num_heads,
+        num_kv_heads=self.num_kv_heads,
+        head_dim=d // self.num_heads,
+        norm_offset=True,
+        post_norms=True,
+        qk_norm=True,
+        activation="gelu_tanh",
+        tie_embeddings=True,
+        scale_embeddings=True,
+    )
 
   def fingerprint(self) -> str:
-    text = json.dumps([FORMAT_VERSION, instruction_text(self.family),
-                       dataclasses.asdict(self)], sort_keys=True)
+    text = json.dumps(
+        [FORMAT_VERSION, instruction_text(self.family), dataclasses.asdict(self)], sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def recipe_from_config(config: ml_collections.ConfigDict) -> BaseRecipe:
   b, t = config.model.base, config.task.embedded
   if b.embed_dim % b.num_heads:
-    raise ValueError(f"config.model.base.num_heads={b.num_heads}: does not divide "
-                     f"embed_dim={b.embed_dim}")
+    raise ValueError(
+        f"config.model.base.num_heads={b.num_heads}: does not divide " f"embed_dim={b.embed_dim}"
+    )
   if b.dialogue < 1:
-    raise ValueError(f"config.model.base.dialogue={b.dialogue}: problems per SFT conversation "
-                     "must be at least 1")
+    raise ValueError(
+        f"config.model.base.dialogue={b.dialogue}: problems per SFT conversation "
+        "must be at least 1"
+    )
   if not 0.0 <= b.preamble <= 1.0:
     raise ValueError(f"config.model.base.preamble={b.preamble}: a probability, in [0, 1]")
   if b.habit and t.family != "pair_sum":
-    raise ValueError(f"config.model.base.habit={b.habit}: only the pair_sum family has that "
-                     f"slip (task.embedded.family={t.family!r}); set it to 0")
+    raise ValueError(
+        f"config.model.base.habit={b.habit}: only the pair_sum family has that "
+        f"slip (task.embedded.family={t.family!r}); set it to 0"
+    )
   return BaseRecipe(
-      spec=task_module(t.family).Spec(count=t.count, max_value=t.max_value), family=t.family,
+      spec=task_module(t.family).Spec(count=t.count, max_value=t.max_value),
+      family=t.family,
       vocab_size=b.vocab_size,
-      num_layers=b.num_layers, embed_dim=b.embed_dim, num_heads=b.num_heads,
-      num_kv_heads=b.num_kv_heads, noise=b.noise, habit=b.habit,
-      habit_above=b.habit_above, dialogue=b.dialogue, preamble=b.preamble,
-      sft=sft_lib.SFTConfig(steps=b.sft_steps, batch_size=b.sft_batch_size,
-                            learning_rate=b.sft_learning_rate, seq_len=b.sft_seq_len),
-      seed=b.seed)
+      num_layers=b.num_layers,
+      embed_dim=b.embed_dim,
+      num_heads=b.num_heads,
+      num_kv_heads=b.num_kv_heads,
+      noise=b.noise,
+      habit=b.habit,
+      habit_above=b.habit_above,
+      dialogue=b.dialogue,
+      preamble=b.preamble,
+      sft=sft_lib.SFTConfig(
+          steps=b.sft_steps,
+          batch_size=b.sft_batch_size,
+          learning_rate=b.sft_learning_rate,
+          seq_len=b.sft_seq_len,
+      ),
+      seed=b.seed,
+  )
 
 
 # --------------------------------------------------------------------------------------------
 # Environment
 # --------------------------------------------------------------------------------------------
+
 
 def response_text(answer: str) -> str:
   return RESPONSE_PREFIX + answer
@@ -146,9 +177,15 @@ class PairSumEnvironment(environments.Environment):
 
   kind = "math"
 
-  def __init__(self, tokenizer: Tokenizer, spec=pair_sum.Spec(),
-               instruction: str | None = None, eval_seed: int = 0, family: str = "pair_sum",
-               restate: bool = False):
+  def __init__(
+      self,
+      tokenizer: Tokenizer,
+      spec=pair_sum.Spec(),
+      instruction: str | None = None,
+      eval_seed: int = 0,
+      family: str = "pair_sum",
+      restate: bool = False,
+  ):
     self.task = task_module(family)
     self.restate = restate
     instruction = instruction_text(family) if instruction is None else instruction
@@ -168,8 +205,9 @@ class PairSumEnvironment(environments.Environment):
 
   def response_tokens(self, answer: str) -> list[int]:
     """Ids of a complete response (answer + end of turn), as the model would write it."""
-    return self.tokenizer.encode(response_text(answer) + prompts_lib.end_of_turn(TEMPLATE),
-                                 add_bos=False)
+    return self.tokenizer.encode(
+        response_text(answer) + prompts_lib.end_of_turn(TEMPLATE), add_bos=False
+    )
 
   def instruction_tokens(self):
     return self._instruction
@@ -179,25 +217,32 @@ class PairSumEnvironment(environments.Environment):
       return super().instructions(tasks)
     # The instruction's closing question is replaced by the whole problem.
     q = self.task.QUESTION
-    lead = self.instruction[:-len(q)].rstrip() if self.instruction.endswith(q) else \
-        self.instruction
+    lead = (
+        self.instruction[: -len(q)].rstrip() if self.instruction.endswith(q) else self.instruction
+    )
     return [self.turn_tokens(lead + "\n" + p.prompt) for p in tasks]
 
   def turn_tokens(self, user_text: str) -> list[int]:
     """Ids of a later user turn, model turn opened. It starts right after the previous
     model turn's own <end_of_turn> (y1 ends with it)."""
-    return self.tokenizer.encode(prompts_lib.render_turn2_suffix(
-        self.kind, TEMPLATE, include_end_of_turn=False, instruction=user_text), add_bos=False)
+    return self.tokenizer.encode(
+        prompts_lib.render_turn2_suffix(
+            self.kind, TEMPLATE, include_end_of_turn=False, instruction=user_text
+        ),
+        add_bos=False,
+    )
 
   def score(self, tasks, attempts):
     texts = [self.tokenizer.decode(a) for a in attempts]
     results = [self.task.check(p, t) for p, t in zip(tasks, texts)]
-    return Scores(rewards=np.asarray([r for r, _ in results], np.float32),
-                  reasons=[why for _, why in results], texts=texts)
+    return Scores(
+        rewards=np.asarray([r for r, _ in results], np.float32),
+        reasons=[why for _, why in results],
+        texts=texts,
+    )
 
   def train_batches(self, batch_size, seed):
-    return lambda step: self.task.problems("train", step * batch_size, batch_size, self.spec,
-                                          seed)
+    return lambda step: self.task.problems("train", step * batch_size, batch_size, self.spec, seed)
 
   def eval_tasks(self, n):
     return self.task.problems("eval", 0, n, self.spec, self.eval_seed)
@@ -207,31 +252,52 @@ class PairSumEnvironment(environments.Environment):
 # Tokenizer and base model
 # --------------------------------------------------------------------------------------------
 
+
 def train_tokenizer(recipe: BaseRecipe, num_problems: int = 3000) -> bytes:
   """A BPE SentencePiece model of the task's text (prompts, answers, instruction, template)."""
   import sentencepiece as spm
+
   task = task_module(recipe.family)
   ps = task.problems("sft", 0, num_problems, recipe.spec, recipe.seed)
   rng = np.random.default_rng(recipe.seed)
-  text = [p.prompt for p in ps] + [response_text(task.noisy_attempt(p, rng, 0.5))
-                                   for p in ps]
+  text = [p.prompt for p in ps] + [response_text(task.noisy_attempt(p, rng, 0.5)) for p in ps]
   text += [instruction_text(recipe.family)] * (num_problems // 10)
   text += ["user", "model"] * (num_problems // 10)
   buf = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(text), model_writer=buf, vocab_size=recipe.vocab_size,
-      model_type="bpe", pad_id=SPECIAL["pad"], eos_id=SPECIAL["eos"], bos_id=SPECIAL["bos"],
-      unk_id=SPECIAL["unk"], pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
-      unk_piece="<unk>", control_symbols=["<start_of_turn>", "<end_of_turn>"],
-      user_defined_symbols=["\n", "?"], normalization_rule_name="identity",
-      remove_extra_whitespaces=False, add_dummy_prefix=False, hard_vocab_limit=False,
-      num_threads=1, minloglevel=2)
+      sentence_iterator=iter(text),
+      model_writer=buf,
+      vocab_size=recipe.vocab_size,
+      model_type="bpe",
+      pad_id=SPECIAL["pad"],
+      eos_id=SPECIAL["eos"],
+      bos_id=SPECIAL["bos"],
+      unk_id=SPECIAL["unk"],
+      pad_piece="<pad>",
+      eos_piece="<eos>",
+      bos_piece="<bos>",
+      unk_piece="<unk>",
+      control_symbols=["<start_of_turn>", "<end_of_turn>"],
+      user_defined_symbols=["\n", "?"],
+      normalization_rule_name="identity",
+      remove_extra_whitespaces=False,
+      add_dummy_prefix=False,
+      hard_vocab_limit=False,
+      num_threads=1,
+      minloglevel=2,
+  )
   return buf.getvalue()
 
 
-def first_attempt_examples(env: PairSumEnvironment, problems: Sequence[pair_sum.Problem],
-                           rng: np.random.Generator, noise: float, dialogue: int = 1,
-                           preamble: float = 0.0, **habit):
+def first_attempt_examples(
+    env: PairSumEnvironment,
+    problems: Sequence[pair_sum.Problem],
+    rng: np.random.Generator,
+    noise: float,
+    dialogue: int = 1,
+    preamble: float = 0.0,
+    **habit,
+):
   """Conversations of the careless solver: what the base model sees.
 
   Each holds 1..`dialogue` *independent* problems, each answered once (a first attempt), so
@@ -242,7 +308,7 @@ def first_attempt_examples(env: PairSumEnvironment, problems: Sequence[pair_sum.
     # dialogue=1 draws no conversation length, so the default SFT data stays as it was.
     k = 1 if dialogue == 1 else min(int(rng.integers(1, dialogue + 1)), len(problems) - i)
     segments = []
-    for j, p in enumerate(problems[i:i + k]):
+    for j, p in enumerate(problems[i : i + k]):
       if j == 0:
         ctx = env.prompt_tokens([p])[0]
       else:
@@ -254,8 +320,9 @@ def first_attempt_examples(env: PairSumEnvironment, problems: Sequence[pair_sum.
 
 
 def default_base_dir(recipe: BaseRecipe) -> str:
-  root = os.environ.get("SCORE_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                           "score_jax")
+  root = os.environ.get("SCORE_JAX_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "score_jax"
+  )
   return os.path.join(root, f"embedded_base-{recipe.fingerprint()}")
 
 
@@ -278,22 +345,31 @@ def build_base_model(directory: str, recipe: BaseRecipe) -> dict:
     env = PairSumEnvironment(tok, recipe.spec, family=recipe.family)
     model = init_model(recipe.model_config(tok.vocab_size), seed=recipe.seed)
     cfg = recipe.sft
-    print(f"building the embedded base model ({recipe.num_layers} layers, d={recipe.embed_dim}, "
-          f"vocab {tok.vocab_size}): SFT on first attempts, {cfg.steps} steps", flush=True)
+    print(
+        f"building the embedded base model ({recipe.num_layers} layers, d={recipe.embed_dim}, "
+        f"vocab {tok.vocab_size}): SFT on first attempts, {cfg.steps} steps",
+        flush=True,
+    )
 
     per_step = cfg.batch_size * recipe.dialogue
 
     def batch(step):
       rng = np.random.default_rng([recipe.seed, step])
       examples = first_attempt_examples(
-          env, env.task.problems("sft", step * per_step, per_step, recipe.spec, recipe.seed),
-          rng, recipe.noise, recipe.dialogue, recipe.preamble,
-          **({"habit": recipe.habit, "habit_above": recipe.habit_above} if recipe.habit else {}))
-      return examples[:cfg.batch_size]  # conversations hold >= 1 problem: enough of them
+          env,
+          env.task.problems("sft", step * per_step, per_step, recipe.spec, recipe.seed),
+          rng,
+          recipe.noise,
+          recipe.dialogue,
+          recipe.preamble,
+          **({"habit": recipe.habit, "habit_above": recipe.habit_above} if recipe.habit else {}),
+      )
+      return examples[: cfg.batch_size]  # conversations hold >= 1 problem: enough of them
 
     def progress(step, loss):
-      print(f"  sft {step}/{cfg.steps} loss {loss:.3f} ({time.perf_counter() - t0:.0f}s)",
-            flush=True)
+      print(
+          f"  sft {step}/{cfg.steps} loss {loss:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True
+      )
 
     losses = sft_lib.finetune(model, batch, cfg, tok.pad_id, progress)
     with open(os.path.join(tmp, "tokenizer.model"), "wb") as f:
@@ -301,8 +377,12 @@ def build_base_model(directory: str, recipe: BaseRecipe) -> dict:
     with open(os.path.join(tmp, "model.json"), "w") as f:
       json.dump(dataclasses.asdict(model.cfg), f, indent=1)
     _save_params(tmp, model)
-    summary = {"recipe": dataclasses.asdict(recipe), "fingerprint": recipe.fingerprint(),
-               "final_sft_loss": losses[-1], "build_seconds": time.perf_counter() - t0}
+    summary = {
+        "recipe": dataclasses.asdict(recipe),
+        "fingerprint": recipe.fingerprint(),
+        "final_sft_loss": losses[-1],
+        "build_seconds": time.perf_counter() - t0,
+    }
     with open(os.path.join(tmp, "base.json"), "w") as f:
       json.dump(summary, f, indent=1)
     try:
@@ -318,8 +398,10 @@ def build_base_model(directory: str, recipe: BaseRecipe) -> dict:
 
 
 def is_complete(directory: str) -> bool:
-  return all(os.path.exists(os.path.join(directory, f))
-             for f in ("tokenizer.model", "model.json", "base.json", "params"))
+  return all(
+      os.path.exists(os.path.join(directory, f))
+      for f in ("tokenizer.model", "model.json", "base.json", "params")
+  )
 
 
 def ensure_base_model(config: ml_collections.ConfigDict) -> str:
@@ -329,7 +411,8 @@ def ensure_base_model(config: ml_collections.ConfigDict) -> str:
   if os.path.exists(directory) and not is_complete(directory):
     raise FileNotFoundError(
         f"config.model.path={directory!r} exists but is not a complete embedded base model "
-        "(needs tokenizer.model, model.json, base.json, params/); remove it to rebuild")
+        "(needs tokenizer.model, model.json, base.json, params/); remove it to rebuild"
+    )
   if not os.path.exists(directory):
     build_base_model(directory, recipe)
   return directory
@@ -347,8 +430,7 @@ def load_model(directory: str, dtype: str | None = None) -> Transformer:
     fields["dtype"] = dtype
   cfg = ModelConfig(**fields)
   graphdef, state = nnx.split(abstract_model(cfg))
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                        nnx.to_pure_dict(state))
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(state))
   with ocp.StandardCheckpointer() as ckpt:
     restored = ckpt.restore(os.path.join(os.path.abspath(directory), "params"), target)
   nnx.replace_by_pure_dict(state, restored)
@@ -357,11 +439,16 @@ def load_model(directory: str, dtype: str | None = None) -> Transformer:
 
 # Hooks used by `score_jax.environments` for task.name / model.source == 'embedded'.
 
+
 def environment_from_config(config: ml_collections.ConfigDict) -> PairSumEnvironment:
   directory = ensure_base_model(config)
   recipe = recipe_from_config(config)
-  return PairSumEnvironment(load_tokenizer(directory), recipe.spec, family=recipe.family,
-                            restate=config.task.embedded.restate)
+  return PairSumEnvironment(
+      load_tokenizer(directory),
+      recipe.spec,
+      family=recipe.family,
+      restate=config.task.embedded.restate,
+  )
 
 
 def load_policy(config: ml_collections.ConfigDict) -> Transformer:

@@ -42,8 +42,9 @@ class Spec:
     if self.count < 2:
       raise ValueError(f"Spec.count={self.count}: a pair needs at least 2 numbers")
     if self.max_value < self.count + 1:
-      raise ValueError(f"Spec.max_value={self.max_value}: needs more than count={self.count}"
-                       " distinct values")
+      raise ValueError(
+          f"Spec.max_value={self.max_value}: needs more than count={self.count}" " distinct values"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +73,9 @@ def format_answer(a: int, b: int, target: int) -> str:
   return f"{a} + {b} = {a + b}" + ("" if a + b == target else f" ≠ {target}")
 
 
-def noisy_attempt(p: Problem, rng: np.random.Generator, noise: float,
-                  habit: float = 0.0, habit_above: int = 22) -> str:
+def noisy_attempt(
+    p: Problem, rng: np.random.Generator, noise: float, habit: float = 0.0, habit_above: int = 22
+) -> str:
   """A first attempt of a careless but honest solver: with probability `noise` a wrong pair
   of the given numbers, always with its true check (so the mistake is visible).
 
@@ -92,8 +94,13 @@ def noisy_attempt(p: Problem, rng: np.random.Generator, noise: float,
 
 def _pairs_summing_to(numbers, target) -> list[tuple[int, int]]:
   s = set(numbers)
-  return sorted({(min(a, target - a), max(a, target - a)) for a in numbers
-                 if target - a in s and target - a != a})
+  return sorted(
+      {
+          (min(a, target - a), max(a, target - a))
+          for a in numbers
+          if target - a in s and target - a != a
+      }
+  )
 
 
 def problem(split: str, index: int, spec: Spec = Spec(), seed: int = 0) -> Problem:
@@ -101,14 +108,16 @@ def problem(split: str, index: int, spec: Spec = Spec(), seed: int = 0) -> Probl
   rng = splits.split_rng(split, index, seed)
   want_eval = split == "eval"
   while True:  # rejection sampling: unique pair, right side of the split
-    numbers = tuple(int(x) for x in rng.choice(np.arange(1, spec.max_value + 1), spec.count,
-                                               replace=False))
+    numbers = tuple(
+        int(x) for x in rng.choice(np.arange(1, spec.max_value + 1), spec.count, replace=False)
+    )
     i, j = rng.choice(spec.count, 2, replace=False)
     target = numbers[i] + numbers[j]
     pairs = _pairs_summing_to(numbers, target)
     if len(pairs) == 1 and splits.is_eval(f"{numbers}|{target}") == want_eval:
-      return Problem(id=f"{split}/{seed}/{index}", numbers=numbers, target=target,
-                     solution=pairs[0])
+      return Problem(
+          id=f"{split}/{seed}/{index}", numbers=numbers, target=target, solution=pairs[0]
+      )
 
 
 def problems(split: str, start: int, n: int, spec: Spec = Spec(), seed: int = 0):
@@ -132,8 +141,11 @@ def _working_matches(p: Problem, m: re.Match) -> bool:
     return True
   a, b, total, verdict = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
   misses = a + b != p.target
-  return total == a + b and (verdict is not None) == misses and (
-      verdict is None or int(verdict) == p.target)
+  return (
+      total == a + b
+      and (verdict is not None) == misses
+      and (verdict is None or int(verdict) == p.target)
+  )
 
 
 def check(p: Problem, text: str) -> tuple[float, str]:
@@ -143,7 +155,6 @@ def check(p: Problem, text: str) -> tuple[float, str]:
   if m is None:
     return 0.0, reasons.NO_ANSWER
   a, b = int(m.group(1)), int(m.group(2))
-  if (a != b and a in p.numbers and b in p.numbers and a + b == p.target
-      and _working_matches(p, m)):
+  if a != b and a in p.numbers and b in p.numbers and a + b == p.target and _working_matches(p, m):
     return 1.0, reasons.CORRECT
   return 0.0, reasons.WRONG_ANSWER

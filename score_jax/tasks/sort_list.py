@@ -42,8 +42,9 @@ class Spec:
     if self.count < 2:
       raise ValueError(f"Spec.count={self.count}: sorting needs at least 2 numbers")
     if self.max_value < self.count:
-      raise ValueError(f"Spec.max_value={self.max_value}: needs at least count={self.count}"
-                       " distinct values")
+      raise ValueError(
+          f"Spec.max_value={self.max_value}: needs at least count={self.count}" " distinct values"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +94,9 @@ def problem(split: str, index: int, spec: Spec = Spec(), seed: int = 0) -> Probl
   rng = splits.split_rng(split, index, seed, 7)
   want_eval = split == "eval"
   while True:
-    numbers = tuple(int(x) for x in rng.choice(np.arange(1, spec.max_value + 1), spec.count,
-                                               replace=False))
+    numbers = tuple(
+        int(x) for x in rng.choice(np.arange(1, spec.max_value + 1), spec.count, replace=False)
+    )
     if splits.is_eval(f"sort|{numbers}") == want_eval:
       return Problem(id=f"{split}/{seed}/{index}", numbers=numbers)
 

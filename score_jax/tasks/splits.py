@@ -26,4 +26,4 @@ def split_rng(split: str, index: int, seed: int, *salt: int) -> np.random.Genera
 def is_eval(content: str) -> bool:
   """Whether a problem with this content text belongs to the held-out split."""
   digest = hashlib.sha256(content.encode()).digest()
-  return int.from_bytes(digest[:8], "little") / 2.0 ** 64 < EVAL_FRACTION
+  return int.from_bytes(digest[:8], "little") / 2.0**64 < EVAL_FRACTION
