@@ -107,7 +107,7 @@ def main(argv):
     raise app.UsageError("--source is required: the dataset's test JSONL")
   from flax import nnx
 
-  from score_jax import config_lib, environments, evaluate
+  from score_jax import config_lib, evaluate
   from score_jax import metrics as metrics_lib
   from score_jax import build, sampler as sampler_lib
 
@@ -126,9 +126,9 @@ def main(argv):
   config_lib.validate(config)
 
   t_start = time.perf_counter()
-  env = environments.from_config(config)
+  env = build.environment(config)
   tasks = env.eval_tasks(_NUM.value)
-  model = environments.load_policy(config, env)
+  model = build.policy(config, env)
   _, params = nnx.split(model)
   jax.block_until_ready(params)
   load_s = time.perf_counter() - t_start

@@ -41,8 +41,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from configs import embedded as embedded_config  # noqa: E402
 from score_jax import evaluate, metrics as metrics_lib, rollout, sft  # noqa: E402
-from score_jax.tasks import embedded, pair_sum  # noqa: E402
-from score_jax.train import Trainer  # noqa: E402
+from score_jax import build, embedded_base  # noqa: E402
+from score_jax.environments import embedded  # noqa: E402
+from score_jax.tasks import pair_sum  # noqa: E402
+from score_jax.trainer import Trainer  # noqa: E402
 
 METHODS = (
     "base",
@@ -133,7 +135,7 @@ def _eval(trainer: Trainer, params, env=None):
 
 
 def run_rl(method: str, seed: int, workdir: str):
-  trainer = Trainer(rl_config(method, seed, _SCALE.value), workdir)
+  trainer = Trainer(build.parts(rl_config(method, seed, _SCALE.value)), workdir)
   for step in range(trainer.total_steps):
     m = trainer.train_step(step)
     if step % 25 == 0 or step == trainer.total_steps - 1:
@@ -155,7 +157,7 @@ def sample_base(trainer: Trainer, seed: int, n_problems: int):
   """(problem, y1 tokens, y2 tokens, r1, r2) of the base's own two-turn samples (at the
   rollout temperature)."""
   out = []
-  b = trainer.config.batch_size
+  b = trainer.loop.batch_size
   for i in range(max(1, n_problems // b)):
     tasks = pair_sum.problems("train", 10_000_000 + i * b, b, trainer.env.spec, seed)
     key = jax.random.fold_in(jax.random.key(seed + 1000), i)
@@ -198,11 +200,11 @@ def sft_examples(method: str, env, samples, rng):
 
 
 def run_sft(method: str, seed: int, workdir: str):
-  trainer = Trainer(base_config(seed, _SCALE.value), workdir)
+  config = base_config(seed, _SCALE.value)
+  trainer = Trainer(build.parts(config), workdir)
   samples = sample_base(trainer, seed, _SFT_PROBLEMS.value)
   rng = np.random.default_rng(seed)
   examples = sft_examples(method, trainer.env, samples, rng)
-  c = trainer.config
   seq_len = max(len(a) + len(b) for a, b in examples)
   cfg = sft.SFTConfig(
       steps=max(1, round(_SFT_STEPS.value * _SCALE.value)),
@@ -213,7 +215,8 @@ def run_sft(method: str, seed: int, workdir: str):
       log_every=50,
   )
   logging.info("%s seed %d: %d traces from %d samples", method, seed, len(examples), len(samples))
-  model = embedded.load_model(c.model.path or embedded.ensure_base_model(c))
+  base_dir = embedded_base.ensure_base_model(build.embedded_recipe(config), config.model.path)
+  model = embedded_base.load_model(base_dir)
 
   def batch(step):
     idx = np.random.default_rng([seed, step]).integers(len(examples), size=cfg.batch_size)
@@ -228,7 +231,7 @@ def run_sft(method: str, seed: int, workdir: str):
 
 def run_one(method: str, seed: int, workdir: str):
   if method in ("base", "self_refine"):
-    trainer = Trainer(base_config(seed, _SCALE.value), workdir)
+    trainer = Trainer(build.parts(base_config(seed, _SCALE.value)), workdir)
     env = trainer.env
     if method == "self_refine":
       env = embedded.PairSumEnvironment(

@@ -22,7 +22,7 @@ MODEL_SOURCES = ("random", "hf", "gguf", "gemma3_270m", "embedded")
 MODEL_FAMILIES = ("gemma3", "gemma2", "llama", "qwen2")  # score_jax.model.config.FAMILIES
 CHAT_TEMPLATES = ("gemma", "llama3", "qwen2", "plain")  # score_jax.prompts.FAMILIES
 DTYPES = ("float32", "bfloat16", "float16", "float64")  # floating jnp.dtype names
-EMBEDDED_FAMILIES = ("pair_sum", "sort")  # score_jax.tasks.embedded.FAMILIES
+EMBEDDED_FAMILIES = ("pair_sum", "sort")  # score_jax.environments.embedded.FAMILIES
 DATASETS = ("math", "math500", "gsm8k", "mbpp", "humaneval", "embedded", "toy")
 MBPP_SPLITS = ("prompt", "test", "validation", "train")  # score_jax.data.tasks.MBPP_SPLITS
 KL_ESTIMATORS = ("k1", "k3")  # score_jax.losses
@@ -47,7 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.tokenizer = ""  # SentencePiece .model for 'random'/'hf' sources
   c.model.chat_template = ""  # '' = the model family's; or gemma/llama3/qwen2/plain
   # model.source='embedded': the recipe of the tiny SFT base model (built once, cached in
-  # model.path or $SCORE_JAX_CACHE/embedded_base-<hash>; see score_jax.tasks.embedded).
+  # model.path or $SCORE_JAX_CACHE/embedded_base-<hash>; see score_jax.embedded_base).
   c.model.base = ml_collections.ConfigDict(
       dict(
           num_layers=2,

@@ -92,7 +92,7 @@ def evaluate_two_turns(
   records = []
   for row in range(len(r1)):  # task-major rows: row i*n + j is sample j of task i
     i = row // n
-    rec = {"id": getattr(tasks[i], "id", str(i))}
+    rec = {"id": tasks[i].id}
     if n > 1:
       rec["sample"] = row % n
     rec.update(
@@ -199,13 +199,14 @@ def main(argv):
   from absl import flags
   from flax import nnx
 
-  from score_jax import config_lib, environments, sharding
+  from score_jax import build
   from score_jax.checkpoints import state as ckpt_lib
 
   FLAGS = flags.FLAGS
   config = FLAGS.config
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  config_lib.validate(config)
+  build.preflight(config)
+  loop = build.loop_settings(config)
   for name in ("num_problems", "batch_size", "sc_samples"):
     if FLAGS[name].value < 0:
       raise ValueError(f"--{name}={FLAGS[name].value}: must be non-negative (0 = default)")
@@ -215,29 +216,27 @@ def main(argv):
       raise ValueError(f"--sc_temperature={FLAGS.sc_temperature}: must be positive")
   if FLAGS.checkpoint_dir and not os.path.isdir(FLAGS.checkpoint_dir):
     raise FileNotFoundError(f"--checkpoint_dir={FLAGS.checkpoint_dir!r} does not exist")
-  env = environments.from_config(config)  # reads tasks: bad paths fail before the model
-  tasks = env.eval_tasks(FLAGS.num_problems or config.task.num_eval or 10**9)
+  env = build.environment(config)  # reads tasks: bad paths fail before the model
+  tasks = env.eval_tasks(FLAGS.num_problems or loop.num_eval or 10**9)
   if not tasks:
-    raise ValueError(f"config.task.eval_split={config.task.eval_split!r}: no evaluation tasks")
+    raise ValueError(f"config.task.eval_split={loop.eval_split!r}: no evaluation tasks")
   if FLAGS.sc_samples:
     _check_scaling_args(FLAGS.sc_samples, env.kind)
-  model = environments.load_policy(config, env)
+  model = build.policy(config, env)
   graphdef, params = nnx.split(model)
   if FLAGS.checkpoint_dir:
     ckpt = ckpt_lib.Checkpointer(FLAGS.checkpoint_dir)
     tree, _ = ckpt.restore()
     nnx.update(model, tree["params"])
     params = nnx.state(model)
-  from score_jax import build
-
   cfg = build.sampler_config(config, env, greedy=True, temperature=FLAGS.sc_temperature)
   sampler = sampler_lib.Sampler(model, cfg)
-  bs = FLAGS.batch_size or config.batch_size
+  bs = FLAGS.batch_size or loop.batch_size
   result = evaluate_two_turns(sampler, params, env, tasks, batch_size=bs)
   extra = {}
   if FLAGS.sc_samples:
     extra = compute_scaling(params, env, tasks, model, cfg, FLAGS.sc_samples, batch_size=bs)
-  path = write_results(FLAGS.workdir, config.task.name, config.task.eval_split, result, extra)
+  path = write_results(FLAGS.workdir, loop.task_name, loop.eval_split, result, extra)
   print(metrics_lib.format_table({"policy": result.metrics}))
   if extra:
     print(json.dumps(extra, indent=2))

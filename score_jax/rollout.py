@@ -12,24 +12,15 @@ import dataclasses
 from typing import Any, Sequence
 
 import chex
+import flax.struct
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from score_jax import sampler as sampler_lib, sharding, teacher_forcing
+from score_jax.environments.base import Environment, Scores
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class Scores:
-  """Rewards of one turn for every row: 1.0 correct, 0.0 otherwise, with reasons; for code,
-  the test cases passed / in all per row (None for math)."""
-
-  rewards: np.ndarray
-  reasons: list[str]
-  texts: list[str]
-  tests_passed: np.ndarray | None = None
-  tests_total: np.ndarray | None = None
 
 
 def _right_pad(rows: Sequence[Sequence[int]], length: int, pad_id: int, too_long):
@@ -73,11 +64,57 @@ def turn_token_lists(out: sampler_lib.SampleOutput) -> list[list[list[int]]]:
   return result
 
 
+@flax.struct.dataclass
+class TrainBatch:
+  """One step's rows as the loss takes them (R rows, task-major; T turns; L positions).
+
+  Rows are compact sequences [prompt, y1, instruction, y2]; `turn_masks[t]` marks attempt
+  t's tokens. `advantages` is None until the train step computes it over the whole batch
+  (the baselines see every group), before the rows are split into micro-batches."""
+
+  tokens: jax.Array  # [R, L] int32
+  input_mask: jax.Array  # [R, L] bool: real tokens (prompt, attempts, instruction)
+  turn_masks: jax.Array  # [T, R, L] bool
+  ref_logprobs: jax.Array  # [R, L] float32: the frozen reference's, teacher-forced
+  rewards: jax.Array  # [T, R] float32: 1.0 correct, 0.0 otherwise
+  advantages: jax.Array | None = None  # [T, R] float32
+
+  def check(self) -> None:
+    """Shapes and dtypes of the layout above (at trace time, inside jit)."""
+    r, l = self.tokens.shape
+    t = self.turn_masks.shape[0]
+    chex.assert_shape([self.input_mask, self.ref_logprobs], (r, l))
+    chex.assert_shape(self.turn_masks, (t, r, l))
+    chex.assert_shape(self.rewards, (t, r))
+    chex.assert_type([self.ref_logprobs, self.rewards], jnp.float32)
+    if self.advantages is not None:
+      chex.assert_shape(self.advantages, (t, r))
+
+  def micro_batches(self, num_micro: int) -> "TrainBatch":
+    """The rows in `num_micro` consecutive groups: every field gets a leading [M] axis and
+    R/M rows (scan over it for exact accumulation)."""
+
+    def split(x, axis):  # [.., R, ..] -> [M, .., R/M, ..]
+      x = jnp.moveaxis(x, axis, 0)
+      x = x.reshape((num_micro, x.shape[0] // num_micro) + x.shape[1:])
+      return jnp.moveaxis(x, 1, axis + 1)
+
+    turn_major = lambda x: None if x is None else split(x, 1)
+    return TrainBatch(
+        tokens=split(self.tokens, 0),
+        input_mask=split(self.input_mask, 0),
+        turn_masks=split(self.turn_masks, 1),
+        ref_logprobs=split(self.ref_logprobs, 0),
+        rewards=split(self.rewards, 1),
+        advantages=turn_major(self.advantages),
+    )
+
+
 @dataclasses.dataclass
 class Pending:
   """Attempts sampled (possibly still computing on device), not yet scored."""
 
-  env: Any
+  env: Environment
   row_tasks: list
   out: sampler_lib.SampleOutput
   tokens: Array  # [R, L]
@@ -87,12 +124,23 @@ class Pending:
   def score(self) -> list[Scores]:
     return [self.env.score(self.row_tasks, ids) for ids in turn_token_lists(self.out)]
 
+  def batch(self, scores: Sequence[Scores], ref_logprobs: jax.Array) -> TrainBatch:
+    """The train step's input: these rows with their rewards and reference log-probs."""
+    rewards = jnp.asarray(np.stack([s.rewards for s in scores]), jnp.float32)
+    return TrainBatch(
+        tokens=self.tokens,
+        input_mask=self.input_mask,
+        turn_masks=self.turn_masks,
+        ref_logprobs=ref_logprobs,
+        rewards=rewards,
+    )
+
 
 _assemble = jax.jit(teacher_forcing.assemble_sequences, static_argnames=("pad_id",))
 
 
 def collect_async(
-    sampler: sampler_lib.Sampler, params, env, tasks: Sequence[Any], key: Array
+    sampler: sampler_lib.Sampler, params, env: Environment, tasks: Sequence[Any], key: Array
 ) -> Pending:
   """Samples every turn for `tasks`; rows are task-major (task i -> rows i*n .. i*n+n-1)."""
   cfg = sampler.cfg

@@ -40,7 +40,8 @@ def main(workdir: str, out: str):
   sharding.maybe_initialize_distributed("auto")
   jax.config.update("jax_default_matmul_precision", "highest")
   from configs import toy
-  from score_jax.train import Trainer
+  from score_jax import build
+  from score_jax.trainer import Trainer
 
   c = toy.get_config()
   c.stages, c.stage_steps = ("stage2",), (3,)  # one stage: one train-step compile
@@ -48,7 +49,7 @@ def main(workdir: str, out: str):
   c.checkpoint_every = 2  # a mid-run and a final checkpoint
   c.mesh.data = 2
   c.mesh.tensor = 2  # parameters split across devices (and processes), not only the batch
-  trainer = Trainer(c, workdir)
+  trainer = Trainer(build.parts(c), workdir)
   result = trainer.run()
   params = nnx.to_pure_dict(trainer.state.params)
   # Parameters sharded over other processes' devices are gathered to every host.

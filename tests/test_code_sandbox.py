@@ -102,9 +102,9 @@ def test_humaneval_canonical_solutions_pass(sandbox, problems):
   assert all(r.tests_passed == r.tests_total for r in runs)
   assert sum(r.tests_total == 0 for r in runs) < 10
   assert sum(r.tests_total for r in runs) > 164 * 3
+  # Speed is measured in benchmarks/sandbox_overhead.py, not asserted here (CI machines vary).
   median = statistics.median(r.duration_s for r in runs)
   print(f"HumanEval: median {median * 1e3:.1f} ms per program, bwrap={sandbox.uses_bwrap}")
-  assert median < 0.2, median
   result = sandbox.run_tests(programs[:3], _tests(problems)[:3], entry_points[:3])
   assert result.rewards.tolist() == [1.0, 1.0, 1.0] and result.reasons == [CORRECT] * 3
   assert (result.tests_passed == result.tests_total).all() and result.tests_total.min() > 0
@@ -471,6 +471,8 @@ def test_classify_execution():
   assert _classify(timed_out=True, stdout_bytes=100) == OUTPUT_LIMIT
   assert _classify(exit_code=None, signal_num=signal.SIGSEGV) == CRASH
   assert _classify(stderr="Traceback...\nMemoryError\n") == MEMORY
+  # A MemoryError written as the clock ran out (a loaded machine) is still a memory death.
+  assert _classify(timed_out=True, exit_code=None, stderr="Traceback...\nMemoryError\n") == MEMORY
   assert _classify(stderr='  File "x"\nAssertionError: boom\n') == WRONG_ANSWER
   assert _classify(stderr="    def (\nSyntaxError: invalid syntax\n") == SYNTAX_ERROR
   assert _classify(stderr="IndentationError: expected an indented block\n") == SYNTAX_ERROR
@@ -746,7 +748,7 @@ def test_rl_reward_path_scores_hacks_zero(hack_sandbox):
 def test_code_run_without_bwrap_fails_up_front(monkeypatch):
   """A code task's environment picks its sandbox when it is built (before any model
   loads); without bubblewrap that is one input error for the CLI (one line, exit 2)."""
-  from score_jax import cli, config_lib, environments
+  from score_jax import build, cli, config_lib
 
   real_which = shutil.which
   monkeypatch.setattr(
@@ -756,14 +758,14 @@ def test_code_run_without_bwrap_fails_up_front(monkeypatch):
   )
   config = config_lib.default_config()
   with pytest.raises(cs.SandboxUnavailable) as e:
-    environments.code_sandbox(config)
+    build.code_sandbox(config)
   assert cli.is_input_error(e.value)
   line = cli.describe(e.value)
   assert "\n" not in line and "apt-get install bubblewrap" in line
   assert "task.sandbox.allow_unconfined" in line
   config.task.sandbox.timeout_s = 0.5
   monkeypatch.setattr(cs.shutil, "which", real_which)
-  sandbox = environments.code_sandbox(config)
+  sandbox = build.code_sandbox(config)
   assert sandbox.config.timeout_s == 0.5 and sandbox.uses_bwrap
 
 

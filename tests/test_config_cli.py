@@ -257,7 +257,7 @@ def test_legal_values_mirror_their_consumers():
   from score_jax import losses, prompts
   from score_jax.data import tasks as data_tasks
   from score_jax.model import config as model_config
-  from score_jax.tasks import embedded
+  from score_jax.environments import embedded
 
   assert config_lib.STAGES == losses.STAGES
   assert config_lib.KL_ESTIMATORS == losses.KL_ESTIMATORS

@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from score_jax.tasks import embedded, pair_sum, sort_list
+from score_jax import config_lib, embedded_base
+from score_jax.environments import embedded
+from score_jax.tasks import pair_sum, sort_list
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("accuracy_t1", "accuracy_t2", "delta_t1_t2", "delta_i_to_c", "delta_c_to_i")
@@ -83,21 +85,23 @@ def test_bad_family_names_the_field():
   c.task.embedded.family = "sort"
   c.model.base.habit = 0.5
   with pytest.raises(ValueError, match="model.base.habit=0.5.*'sort'"):
-    embedded.recipe_from_config(c)
+    config_lib.validate(c)
   c = embedded_config.get_config()
   c.model.base.dialogue = 0
   with pytest.raises(ValueError, match="model.base.dialogue=0"):
-    embedded.recipe_from_config(c)
+    config_lib.validate(c)
   c.model.base.dialogue, c.model.base.preamble = 2, 1.5
   with pytest.raises(ValueError, match="model.base.preamble=1.5"):
-    embedded.recipe_from_config(c)
+    config_lib.validate(c)
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
   from score_jax.tokenizer import Tokenizer
 
-  return Tokenizer.from_proto(embedded.train_tokenizer(embedded.BaseRecipe(), num_problems=300))
+  return Tokenizer.from_proto(
+      embedded_base.train_tokenizer(embedded_base.BaseRecipe(), num_problems=300)
+  )
 
 
 def test_dialogue_examples_never_repeat_a_problem(tokenizer):
@@ -107,7 +111,7 @@ def test_dialogue_examples_never_repeat_a_problem(tokenizer):
 
   env = embedded.PairSumEnvironment(tokenizer, restate=True)
   ps = pair_sum.problems("sft", 0, 40)
-  ex = embedded.first_attempt_examples(
+  ex = embedded_base.first_attempt_examples(
       env, ps, np.random.default_rng(0), 0.0, dialogue=2, preamble=0.5
   )
   assert sorted({len(e) // 2 for e in ex}) == [1, 2] and sum(len(e) // 2 for e in ex) == 40
@@ -127,7 +131,7 @@ def test_dialogue_examples_never_repeat_a_problem(tokenizer):
       assert (embedded.CORRECTION in later) == (
           list(e[2]) == env.turn_tokens(embedded.CORRECTION + "\n" + problems[1].prompt)
       )
-  one = embedded.first_attempt_examples(env, ps[:5], np.random.default_rng(0), 0.0)
+  one = embedded_base.first_attempt_examples(env, ps[:5], np.random.default_rng(0), 0.0)
   assert [len(e) for e in one] == [2] * 5
   with pytest.raises(ValueError, match="3 segments"):
     sft.pack([([1], [2], [3])], 8)
@@ -149,7 +153,7 @@ def test_restated_instruction_and_per_task_rollout(tokenizer):
     text = tokenizer.decode(ids)
     assert text.count(pair_sum.QUESTION) == 1 and text.rstrip().endswith(p.prompt)
     assert embedded.CORRECTION in text
-  model = init_model(embedded.BaseRecipe().model_config(tokenizer.vocab_size), seed=0)
+  model = init_model(embedded_base.BaseRecipe().model_config(tokenizer.vocab_size), seed=0)
   cfg = sampler_lib.SamplerConfig(
       prompt_buckets=(32,),
       turn_budgets=(3, 3),
@@ -219,4 +223,4 @@ def test_main_job_shortened_writes_the_report(tmp_path):
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
   assert len(lines) >= 4
   cache = list((tmp_path / "cache").iterdir())
-  assert len(cache) == 1 and embedded.is_complete(str(cache[0]))
+  assert len(cache) == 1 and embedded_base.is_complete(str(cache[0]))

@@ -4,7 +4,7 @@ HumanEval code tasks (the real bubblewrap sandbox), and the embedded pair-sum en
 (its tokenizer only; no base model is trained).
 
 Contract: prompt_tokens -> one list of ints per task; instruction_tokens / instructions;
-score -> `rollout.Scores` (float32 rewards in {0, 1}, one per attempt, reasons from
+score -> `environments.Scores` (float32 rewards in {0, 1}, one per attempt, reasons from
 `rewards.types.REASONS`, texts); train_batches -> batch(step), a pure function of step;
 eval_tasks -> a fixed prefix of the held-out problems; pad_id / stop_ids / kind.
 """
@@ -17,14 +17,16 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from score_jax import environments, prompts
+from score_jax import build, environments, prompts
 from score_jax.data import tasks as tasks_lib
 from score_jax.environments import DatasetEnvironment, ToyEnvironment
 from score_jax.rewards import code_sandbox
 from score_jax.rewards.math_grader import MathGrader
 from score_jax.rewards.types import REASONS
-from score_jax.rollout import Scores
-from score_jax.tasks import embedded, pair_sum
+from score_jax.environments import Scores
+from score_jax import embedded_base
+from score_jax.environments import embedded
+from score_jax.tasks import pair_sum
 
 DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 EOT = "<end_of_turn>"
@@ -114,7 +116,9 @@ def sandbox():
 def pair_tok():
   from score_jax.tokenizer import Tokenizer
 
-  return Tokenizer.from_proto(embedded.train_tokenizer(embedded.BaseRecipe(), num_problems=300))
+  return Tokenizer.from_proto(
+      embedded_base.train_tokenizer(embedded_base.BaseRecipe(), num_problems=300)
+  )
 
 
 def _say(tok, text):
@@ -128,8 +132,8 @@ def _say(tok, text):
 def _toy_case(request):
   env = ToyEnvironment()
   tasks = env.eval_tasks(4)
-  right = [[3 + (t["x"] % 2 == 0)] for t in tasks]  # 3 is odd, 4 even
-  wrong = [[4 - (t["x"] % 2 == 0), 2] for t in tasks]
+  right = [[3 + (t.x % 2 == 0)] for t in tasks]  # 3 is odd, 4 even
+  wrong = [[4 - (t.x % 2 == 0), 2] for t in tasks]
   special = [[env.EOS], [env.BOS, 3, 4], [], [env.PAD]]  # never correct
   return env, tasks, [(right, 1.0), (wrong, 0.0), (special, 0.0)]
 
@@ -287,7 +291,7 @@ def test_toy_environment():
   env = ToyEnvironment(vocab_size=32, instruction=(30, 31))
   assert (env.kind, env.pad_id, env.stop_ids, env.vocab_size) == ("toy", 0, (2,), 32)
   assert env.tokenizer is None
-  tasks = [{"id": "5-9", "x": 5, "y": 9}, {"id": "8-3", "x": 8, "y": 3}]
+  tasks = [environments.ToyTask(x=5, y=9), environments.ToyTask(x=8, y=3)]
   assert env.prompt_tokens(tasks) == [[1, 9, 5], [1, 3, 8]]
   assert env.instruction_tokens() == [30, 31]
   assert env.instructions(tasks) == [[30, 31], [30, 31]]
@@ -305,7 +309,7 @@ def test_toy_environment():
   assert env.decode([4, 5, 2]) == "4 5 2"
   # Problems use ordinary tokens; training streams differ by seed and by step.
   ev = env.eval_tasks(50)
-  assert all(3 <= t["x"] < 32 and 3 <= t["y"] < 32 and t["id"] == f"{t['x']}-{t['y']}" for t in ev)
+  assert all(3 <= t.x < 32 and 3 <= t.y < 32 and t.id == f"{t.x}-{t.y}" for t in ev)
   assert env.train_batches(5, 0)(0) != env.train_batches(5, 1)(0)
   assert env.train_batches(5, 0)(0) != env.train_batches(5, 0)(1)
   assert len(env.train_batches(1000, 0)(7)) == 1000  # an endless stream: any batch size
@@ -316,7 +320,7 @@ def test_from_config_builds_the_toy_environment():
 
   c = config_lib.default_config()
   c.task.name = "toy"
-  env = environments.from_config(c)
+  env = build.environment(c)
   assert type(env) is ToyEnvironment and env.kind == "toy"
 
 

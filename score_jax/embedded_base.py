@@ -1,4 +1,4 @@
-"""The embedded task and base model: a complete SCoRe setting with nothing to download.
+"""The embedded base model: a complete SCoRe setting with nothing to download.
 
 * Task: pair sums (`score_jax.tasks.pair_sum`), exact checker, unlimited fresh problems,
   a held-out split disjoint by construction.
@@ -33,45 +33,26 @@ import time
 from typing import Sequence
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from score_jax import environments
-from score_jax import prompts as prompts_lib
 from score_jax import sft as sft_lib
+from score_jax.environments.embedded import (
+    CORRECTION,
+    SPECIAL,
+    PairSumEnvironment,
+    instruction_text,
+    response_text,
+    task_module,
+)
 from score_jax.model import ModelConfig, Transformer, abstract_model, init_model
-from score_jax.rollout import Scores
 from score_jax.tasks import pair_sum, sort_list
 from score_jax.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 4  # bump when the recipe's meaning changes: cached base models rebuild
-TEMPLATE = "gemma"
-FAMILIES = {"pair_sum": pair_sum, "sort": sort_list}  # task.embedded.family -> its module
-
-
-CORRECTION = "There might be an error in the answer above. Correct it if needed."
-
-
-def instruction_text(family: str = "pair_sum") -> str:
-  """The paper's instruction made for the task: it ends by asking the question again."""
-  return CORRECTION + " " + task_module(family).QUESTION
-
-
-def task_module(family: str):
-  if family not in FAMILIES:
-    raise ValueError(
-        f"config.task.embedded.family={family!r}: expected one of " f"{tuple(FAMILIES)}"
-    )
-  return FAMILIES[family]
-
-
-INSTRUCTION = instruction_text("pair_sum")
-RESPONSE_PREFIX = " "  # answers start with a space, so numbers tokenize as in the prompt
-SPECIAL = dict(pad=0, eos=1, bos=2, unk=3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,140 +98,6 @@ class BaseRecipe:
         [FORMAT_VERSION, instruction_text(self.family), dataclasses.asdict(self)], sort_keys=True
     )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def recipe_from_config(config: ml_collections.ConfigDict) -> BaseRecipe:
-  b, t = config.model.base, config.task.embedded
-  if b.embed_dim % b.num_heads:
-    raise ValueError(
-        f"config.model.base.num_heads={b.num_heads}: does not divide " f"embed_dim={b.embed_dim}"
-    )
-  if b.dialogue < 1:
-    raise ValueError(
-        f"config.model.base.dialogue={b.dialogue}: problems per SFT conversation "
-        "must be at least 1"
-    )
-  if not 0.0 <= b.preamble <= 1.0:
-    raise ValueError(f"config.model.base.preamble={b.preamble}: a probability, in [0, 1]")
-  if b.habit and t.family != "pair_sum":
-    raise ValueError(
-        f"config.model.base.habit={b.habit}: only the pair_sum family has that "
-        f"slip (task.embedded.family={t.family!r}); set it to 0"
-    )
-  return BaseRecipe(
-      spec=task_module(t.family).Spec(count=t.count, max_value=t.max_value),
-      family=t.family,
-      vocab_size=b.vocab_size,
-      num_layers=b.num_layers,
-      embed_dim=b.embed_dim,
-      num_heads=b.num_heads,
-      num_kv_heads=b.num_kv_heads,
-      noise=b.noise,
-      habit=b.habit,
-      habit_above=b.habit_above,
-      dialogue=b.dialogue,
-      preamble=b.preamble,
-      sft=sft_lib.SFTConfig(
-          steps=b.sft_steps,
-          batch_size=b.sft_batch_size,
-          learning_rate=b.sft_learning_rate,
-          seq_len=b.sft_seq_len,
-      ),
-      seed=b.seed,
-  )
-
-
-# --------------------------------------------------------------------------------------------
-# Environment
-# --------------------------------------------------------------------------------------------
-
-
-def response_text(answer: str) -> str:
-  return RESPONSE_PREFIX + answer
-
-
-class PairSumEnvironment(environments.Environment):
-  """Pair-sum problems through a tokenizer with the Gemma chat template.
-
-  `restate`: the turn-2 instruction ends with the whole problem again instead of the bare
-  question (a base trained on conversations then re-solves at turn 2; WORKSPACE.md)."""
-
-  kind = "math"
-
-  def __init__(
-      self,
-      tokenizer: Tokenizer,
-      spec=pair_sum.Spec(),
-      instruction: str | None = None,
-      eval_seed: int = 0,
-      family: str = "pair_sum",
-      restate: bool = False,
-  ):
-    self.task = task_module(family)
-    self.restate = restate
-    instruction = instruction_text(family) if instruction is None else instruction
-    self.tokenizer = tokenizer
-    self.spec = spec
-    self.pad_id = tokenizer.pad_id
-    self.stop_ids = tuple(tokenizer.stop_ids)
-    self.eval_seed = eval_seed
-    self.instruction = instruction
-    self._instruction = self.turn_tokens(instruction)
-
-  def prompt_text(self, p: pair_sum.Problem) -> str:
-    return prompts_lib.render_user_turn(p.prompt, TEMPLATE)
-
-  def prompt_tokens(self, tasks):
-    return [self.tokenizer.encode(self.prompt_text(p), add_bos=True) for p in tasks]
-
-  def response_tokens(self, answer: str) -> list[int]:
-    """Ids of a complete response (answer + end of turn), as the model would write it."""
-    return self.tokenizer.encode(
-        response_text(answer) + prompts_lib.end_of_turn(TEMPLATE), add_bos=False
-    )
-
-  def instruction_tokens(self):
-    return self._instruction
-
-  def instructions(self, tasks):
-    if not self.restate:
-      return super().instructions(tasks)
-    # The instruction's closing question is replaced by the whole problem.
-    q = self.task.QUESTION
-    lead = (
-        self.instruction[: -len(q)].rstrip() if self.instruction.endswith(q) else self.instruction
-    )
-    return [self.turn_tokens(lead + "\n" + p.prompt) for p in tasks]
-
-  def turn_tokens(self, user_text: str) -> list[int]:
-    """Ids of a later user turn, model turn opened. It starts right after the previous
-    model turn's own <end_of_turn> (y1 ends with it)."""
-    return self.tokenizer.encode(
-        prompts_lib.render_turn2_suffix(
-            self.kind, TEMPLATE, include_end_of_turn=False, instruction=user_text
-        ),
-        add_bos=False,
-    )
-
-  def score(self, tasks, attempts):
-    texts = [self.tokenizer.decode(a) for a in attempts]
-    results = [self.task.check(p, t) for p, t in zip(tasks, texts)]
-    return Scores(
-        rewards=np.asarray([r for r, _ in results], np.float32),
-        reasons=[why for _, why in results],
-        texts=texts,
-    )
-
-  def train_batches(self, batch_size, seed):
-    return lambda step: self.task.problems("train", step * batch_size, batch_size, self.spec, seed)
-
-  def eval_tasks(self, n):
-    return self.task.problems("eval", 0, n, self.spec, self.eval_seed)
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenizer and base model
-# --------------------------------------------------------------------------------------------
 
 
 def train_tokenizer(recipe: BaseRecipe, num_problems: int = 3000) -> bytes:
@@ -404,16 +251,20 @@ def is_complete(directory: str) -> bool:
   )
 
 
-def ensure_base_model(config: ml_collections.ConfigDict) -> str:
-  """The base model directory of `config`, built first if missing."""
-  recipe = recipe_from_config(config)
-  directory = config.model.path or default_base_dir(recipe)
+def ensure_base_model(recipe: BaseRecipe, directory: str = "") -> str:
+  """The base model directory of `recipe` (`directory`, or the cache's), built first if missing.
+
+  This is the one place the embedded setting trains a model; it says so on the console."""
+  directory = directory or default_base_dir(recipe)
   if os.path.exists(directory) and not is_complete(directory):
     raise FileNotFoundError(
         f"config.model.path={directory!r} exists but is not a complete embedded base model "
         "(needs tokenizer.model, model.json, base.json, params/); remove it to rebuild"
     )
-  if not os.path.exists(directory):
+  if os.path.exists(directory):
+    logger.info("embedded base model %s: cached", directory)
+  else:
+    logger.info("embedded base model %s: not cached, building it (one time)", directory)
     build_base_model(directory, recipe)
   return directory
 
@@ -435,21 +286,3 @@ def load_model(directory: str, dtype: str | None = None) -> Transformer:
     restored = ckpt.restore(os.path.join(os.path.abspath(directory), "params"), target)
   nnx.replace_by_pure_dict(state, restored)
   return nnx.merge(graphdef, state)
-
-
-# Hooks used by `score_jax.environments` for task.name / model.source == 'embedded'.
-
-
-def environment_from_config(config: ml_collections.ConfigDict) -> PairSumEnvironment:
-  directory = ensure_base_model(config)
-  recipe = recipe_from_config(config)
-  return PairSumEnvironment(
-      load_tokenizer(directory),
-      recipe.spec,
-      family=recipe.family,
-      restate=config.task.embedded.restate,
-  )
-
-
-def load_policy(config: ml_collections.ConfigDict) -> Transformer:
-  return load_model(ensure_base_model(config), dtype=config.model.dtype)
