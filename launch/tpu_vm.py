@@ -331,6 +331,10 @@ def cmd_setup(args) -> list[list[str]]:
   script = (
       f"set -e; {py} -m pip install -U {shlex.quote(args.jax_spec)}; "
       f"cd ~/{args.remote_dir} && {py} -m pip install -e .; "
+      # tcmalloc: XLA's per-step scratch is returned to and re-faulted from the kernel by
+      # glibc's malloc (benchmarks/main_job.py); optional, `run` preloads it when present.
+      "(sudo apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || "
+      'echo "$(hostname): libtcmalloc-minimal4 not installed; glibc malloc it is"); '
       f"{py} -c 'import jax; print(jax.process_index(), jax.local_device_count(), "
       "jax.devices()[0].device_kind)'"
   )
@@ -376,7 +380,13 @@ def cmd_run(args, overrides: Sequence[str]) -> list[list[str]]:
   s, d = args.session, args.remote_dir
   log = f"~/{LOG_DIR}/{s}.log"
   train = shlex.join((["env", *env] if env else []) + train_command(args, overrides))
-  inner = f"cd ~/{d} && exec {train} >> {log} 2>&1"
+  preload = (  # tcmalloc where `setup` installed it (--allocator=glibc: the system's malloc)
+      "TC=$(ls /usr/lib/*/libtcmalloc_minimal.so.4 2>/dev/null | head -n 1); "
+      'if [ -n "$TC" ]; then export LD_PRELOAD="$TC${LD_PRELOAD:+:$LD_PRELOAD}"; fi; '
+      if args.allocator == "tcmalloc"
+      else ""
+  )
+  inner = f"cd ~/{d} && {preload}exec {train} >> {log} 2>&1"
   header = f'echo "=== $(date -u +%FT%TZ) $(hostname): {s} starting ===" >> {log}'
   if args.session_type == "tmux":
     guard = (
@@ -568,6 +578,12 @@ def _parser() -> argparse.ArgumentParser:
       action="append",
       metavar="NAME=VALUE",
       help="environment variable for the trainer (repeatable)",
+  )
+  c.add_argument(
+      "--allocator",
+      choices=("tcmalloc", "glibc"),
+      default="tcmalloc",
+      help="preload tcmalloc when the worker has it (setup installs it), or glibc's malloc",
   )
 
   c = add("tail", [session], "show the training log of one worker")

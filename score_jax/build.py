@@ -354,10 +354,13 @@ def mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   return sharding.make_mesh({a: int(m[a]) for a in ("data", "fsdp", "tensor")}, devices)
 
 
-def preflight(config: ml_collections.ConfigDict) -> None:
+def preflight(config: ml_collections.ConfigDict, training: bool = True) -> None:
   """Every field, and that the dataset files exist, before anything loads or JAX starts (the
-  mesh is checked against the devices in `parts`, after the distributed runtime is up)."""
+  mesh is checked against the devices in `parts`, after the distributed runtime is up).
+  `training`: also the rules of a config that trains (`config_lib.validate_training`)."""
   config_lib.validate(config)
+  if training:
+    config_lib.validate_training(config)
   if config.task.name not in ("toy", "embedded"):
     check_task_sources(config)
 
@@ -369,6 +372,7 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> None:
 def parts(config: ml_collections.ConfigDict, env: env_lib.Environment | None = None) -> Parts:
   """A validated config -> a run's parts (`env` replaces the configured environment)."""
   config_lib.validate(config, jax.device_count())
+  config_lib.validate_training(config)
   run_mesh = mesh(config)
   env = env or environment(config)
   schedule = Schedule(tuple(config.stages), tuple(int(n) for n in config.stage_steps))

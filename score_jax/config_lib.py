@@ -245,6 +245,20 @@ def _int_tuple(c, field: str, lo: int, what: str) -> tuple[int, ...]:
   return tuple(int(x) for x in v)
 
 
+def validate_training(c: ml_collections.ConfigDict) -> None:
+  """The rules of a config that trains, beyond `validate` (evaluation may filter tokens).
+
+  The policy gradient scores each sampled token by the policy's own log-prob at the
+  temperature; top-k / top-p sample from a truncated, renormalised distribution that the loss
+  does not score, so the gradient would be biased (a token drawn with p = 0.64 scored as 0.45).
+  """
+  why = "training samples from the full distribution at sampler.temperature (the loss scores "
+  if _get(c, "sampler.top_k"):
+    _bad("sampler.top_k", _get(c, "sampler.top_k"), why + "unfiltered log-probs); use 0")
+  if _get(c, "sampler.top_p") != 1.0:
+    _bad("sampler.top_p", _get(c, "sampler.top_p"), why + "unfiltered log-probs); use 1.0")
+
+
 def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Raises ConfigError (a ValueError) naming the first bad field. Cheap: loads nothing.
 

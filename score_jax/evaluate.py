@@ -149,7 +149,7 @@ def compute_scaling(
   key = jax.random.key(1) if key is None else key
   mode = "gsm8k" if env.kind == "gsm8k" else "math"
   out = {}
-  for name, n, turns in (("parallel", k, 1), ("sequential", k // 2, 2)):
+  for arm, (name, n, turns) in enumerate((("parallel", k, 1), ("sequential", k // 2, 2))):
     cfg = dataclasses.replace(
         sampler_cfg,
         num_samples=n,
@@ -157,7 +157,10 @@ def compute_scaling(
         turn_budgets=tuple(sampler_cfg.turn_budgets)[:turns],
     )
     sampler = sampler_lib.Sampler(model, cfg)
-    final = sample_and_score(sampler, params, env, tasks, batch_size, key)[-1]
+    # Each arm its own samples: with one key, the sequential arm's first attempts would be
+    # the parallel arm's first k/2 (the two arms' votes correlated by construction).
+    arm_key = jax.random.fold_in(key, arm)
+    final = sample_and_score(sampler, params, env, tasks, batch_size, arm_key)[-1]
     correct = []
     for i in range(len(tasks)):
       texts = final.texts[i * n : (i + 1) * n]
@@ -205,7 +208,7 @@ def main(argv):
   FLAGS = flags.FLAGS
   config = FLAGS.config
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  build.preflight(config)
+  build.preflight(config, training=False)
   loop = build.loop_settings(config)
   for name in ("num_problems", "batch_size", "sc_samples"):
     if FLAGS[name].value < 0:

@@ -168,10 +168,9 @@ def sample_token(logits: Array, key: Array, cfg: SamplerConfig):
   return tok, _token_logprobs(scaled, tok), _token_logprobs(logits, tok)
 
 
-def _last_logits(logits: Array, lengths: Array) -> Array:
-  """Logits at each row's last valid position of a chunk. logits [B,T,V], lengths [B]."""
-  idx = jnp.maximum(lengths - 1, 0)[:, None, None]
-  return jnp.take_along_axis(logits, idx, axis=1)[:, 0]
+def _last_index(lengths: Array) -> Array:
+  """Each row's last valid position of a chunk of `lengths` [B] new tokens."""
+  return jnp.maximum(lengths - 1, 0)
 
 
 def _decode_turn(
@@ -234,8 +233,10 @@ def sample_turns(
   n = cfg.num_samples
   dtype = cache.k[0].dtype
   prefill = KVCache.init(model.cfg, b, cache.max_len, dtype)
-  logits, prefill = model(prompts, cache=prefill, num_new=prompt_lens)
-  last = jnp.repeat(_last_logits(logits, prompt_lens), n, axis=0)
+  logits, prefill = model(
+      prompts, cache=prefill, num_new=prompt_lens, logits_at=_last_index(prompt_lens)
+  )
+  last = jnp.repeat(logits[:, 0], n, axis=0)
   # Share the prefill among the n samples (the donated buffer holds the final cache).
   state = prefill.repeat(n)
   instructions = jnp.broadcast_to(instructions, (b, instructions.shape[1]))
@@ -250,12 +251,14 @@ def sample_turns(
         turns = [jax.tree.map(lambda x: jnp.repeat(x, m, axis=0), t) for t in turns]
         rows *= m
       # Append the instruction after each row's own previous answer.
+      row_instruction_lens = jnp.repeat(instruction_lens, rows)
       logits, state = model(
           jnp.repeat(instructions, rows, axis=0),
           cache=state,
-          num_new=jnp.repeat(instruction_lens, rows),
+          num_new=row_instruction_lens,
+          logits_at=_last_index(row_instruction_lens),
       )
-      last = _last_logits(logits, jnp.repeat(instruction_lens, rows))
+      last = logits[:, 0]
     turn, state = _decode_turn(model, state, last, jax.random.fold_in(key, i), budget, cfg)
     turns.append(turn)
   cache = jax.tree.map(lambda buf, x: x.astype(buf.dtype), cache, state)

@@ -62,14 +62,47 @@ def assemble_sequences(out: "SampleOutput", prompts: Array, instructions: Array,
   return seq, valid, jnp.stack(turn_masks)
 
 
+# The output layer's logits are computed for at most this many (position, vocabulary) entries
+# at a time (fp32: 1 GiB): Gemma's 262k vocabulary at 8 rows x 1,024 tokens would otherwise
+# hold [R, L, V] = 8.6 GB per copy, forward and backward.
+LOGITS_CHUNK_ELEMENTS = 1 << 28
+
+
 def sequence_logprobs(
-    model: "Transformer", tokens: Array, input_mask: Array, temperature: float = 1.0
+    model: "Transformer",
+    tokens: Array,
+    input_mask: Array,
+    temperature: float = 1.0,
+    chunk_elements: int = LOGITS_CHUNK_ELEMENTS,
 ) -> Array:
-  """Teacher-forced fp32 log-prob of each token given its prefix; [R, L] (0 at position 0)."""
-  logits = model(tokens, input_mask) / temperature
-  lp = jnp.take_along_axis(
-      jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), -1), tokens[:, 1:, None], -1
-  )[..., 0]
+  """Teacher-forced fp32 log-prob of each token given its prefix; [R, L] (0 at position 0).
+
+  When the [R, L-1, V] logits would exceed `chunk_elements`, the output layer runs over
+  consecutive chunks of positions under rematerialisation (`jax.checkpoint` inside a
+  `lax.map`): the full logits never exist, forward or backward; each chunk's are recomputed
+  in the backward pass. 0 = all at once."""
+  hidden = model.hidden(tokens, input_mask)[:, :-1]  # [R, L-1, D]
+  targets = tokens[:, 1:]
+  r, l1, d = hidden.shape
+  vocab = model.cfg.vocab_size
+
+  def token_logprobs(h, t):  # [..., D], [...] -> [...]
+    logits = model.logits(h) / temperature
+    return jnp.take_along_axis(
+        jax.nn.log_softmax(logits.astype(jnp.float32), -1), t[..., None], -1
+    )[..., 0]
+
+  n = r * l1
+  if not chunk_elements or n * vocab <= chunk_elements:
+    lp = token_logprobs(hidden, targets)
+  else:
+    c = max(1, chunk_elements // vocab)  # positions per chunk
+    k = -(-n // c)
+    pad = k * c - n
+    h = jnp.pad(hidden.reshape(n, d), ((0, pad), (0, 0))).reshape(k, c, d)
+    t = jnp.pad(targets.reshape(n), (0, pad)).reshape(k, c)
+    lp = jax.lax.map(lambda xs: jax.checkpoint(token_logprobs)(*xs), (h, t))
+    lp = lp.reshape(k * c)[:n].reshape(r, l1)
   return jnp.pad(lp, ((0, 0), (1, 0)))
 
 

@@ -25,17 +25,25 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_train_step(
-    graphdef, optimizer, loss_cfg: losses.LossConfig, temperature: float, num_micro: int
+    graphdef,
+    optimizer,
+    loss_cfg: losses.LossConfig,
+    temperature: float,
+    num_micro: int,
+    logits_chunk: int = teacher_forcing.LOGITS_CHUNK_ELEMENTS,
 ):
   """The pure step (state, batch: TrainBatch) -> (state, metrics).
 
   Advantages are computed once over the whole batch (baselines see every group); the
   gradient of each micro-batch's loss *sum* is accumulated and divided by the total count,
-  so accumulation equals the full-batch gradient exactly."""
+  so accumulation equals the full-batch gradient exactly. `logits_chunk`: see
+  `teacher_forcing.sequence_logprobs` (0 = full logits)."""
 
   def micro_loss(params, mb: TrainBatch):
     model = nnx.merge(graphdef, params)
-    logp = teacher_forcing.sequence_logprobs(model, mb.tokens, mb.input_mask, temperature)
+    logp = teacher_forcing.sequence_logprobs(
+        model, mb.tokens, mb.input_mask, temperature, logits_chunk
+    )
     loss_sum, count, sums = losses.policy_loss(
         logp, mb.ref_logprobs, mb.turn_masks, mb.advantages, loss_cfg
     )
@@ -79,13 +87,18 @@ def make_train_step(
   return step
 
 
-def make_logprob_fn(graphdef, temperature: float, num_micro: int = 1):
-  """Teacher-forced log-probs [R, L], in `num_micro` sequential micro-batches of rows, so the
-  reference pass holds the logits of one micro-batch at a time, like the train step."""
+def make_logprob_fn(
+    graphdef,
+    temperature: float,
+    num_micro: int = 1,
+    logits_chunk: int = teacher_forcing.LOGITS_CHUNK_ELEMENTS,
+):
+  """Teacher-forced log-probs [R, L], in `num_micro` sequential micro-batches of rows (and
+  the output layer in chunks of `logits_chunk` entries), like the train step."""
 
   def one(params, tokens, input_mask):
     model = nnx.merge(graphdef, params)
-    return teacher_forcing.sequence_logprobs(model, tokens, input_mask, temperature)
+    return teacher_forcing.sequence_logprobs(model, tokens, input_mask, temperature, logits_chunk)
 
   def fn(params, tokens, input_mask):
     if num_micro == 1:

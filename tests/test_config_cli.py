@@ -312,6 +312,21 @@ def test_shipped_config_validates(name, arg):
     importlib.import_module(f"configs.{name}").get_config("no-such-arg")
 
 
+@pytest.mark.parametrize(
+    "field, value", [("sampler.top_k", 50), ("sampler.top_p", 0.9), ("sampler.top_p", 0.999)]
+)
+def test_training_rejects_a_filtered_sampling_distribution(field, value):
+  """On-policy: the loss scores unfiltered log-probs, so training samples unfiltered too;
+  a config that only evaluates may filter (validate passes, validate_training does not)."""
+  c = config_lib.default_config()
+  config_lib.validate_training(c)  # the defaults train
+  section, name = field.split(".")
+  c[section][name] = value
+  config_lib.validate(c)
+  with pytest.raises(config_lib.ConfigError, match=rf"^config\.{field}={value!r}: training"):
+    config_lib.validate_training(c)
+
+
 # ------------------------------------------------------------------- (b) the real CLIs
 
 TRAIN = [sys.executable, "-m", "score_jax.train", "--config=configs/toy.py"]
@@ -328,6 +343,13 @@ CLI_CASES = [
     ),
     ("batch_size", TRAIN, ["--config.batch_size=0"], "config.batch_size=0:", {}),
     ("top_p", TRAIN, ["--config.sampler.top_p=1.5"], "config.sampler.top_p=1.5:", {}),
+    (
+        "top_k_in_training",
+        TRAIN,
+        ["--config.sampler.top_k=50"],
+        "config.sampler.top_k=50: training samples from the full distribution",
+        {},
+    ),
     ("no_such_field", TRAIN, ["--config.sampler.nope=1"], "config.sampler.nope=", {}),
     ("wrong_type", TRAIN, ["--config.batch_size=abc"], "config.batch_size='abc':", {}),
     (

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -256,12 +257,14 @@ class FakeSampler:
     del model
     self.cfg = cfg
     self.calls = []
+    self.keys = []  # the PRNG key data of each call
 
   def __call__(
       self, params, prompts, prompt_lens, instructions=None, instruction_lens=None, key=None
   ):
     b, n = prompts.shape[0], self.cfg.num_samples
     self.calls.append((b, n, self.cfg.num_turns))
+    self.keys.append(None if key is None else np.asarray(jax.random.key_data(key)).tolist())
     rows = b * n
     turns = []
     for budget in self.cfg.turn_budgets:
@@ -533,6 +536,10 @@ def test_compute_scaling_votes_over_parallel_and_sequential(
   # (batch, samples per problem, turns) of each sampler call; sampling, not greedy.
   assert [s.calls for s in made] == [[(2, 4, 1)] * 2, [(2, 2, 2)] * 2]
   assert not any(s.cfg.greedy for s in made)
+  # The two arms draw their own samples: no key of one arm is a key of the other.
+  parallel_keys, sequential_keys = made[0].keys, made[1].keys
+  assert all(parallel_keys) and all(sequential_keys)
+  assert not {str(k) for k in parallel_keys} & {str(k) for k in sequential_keys}
   # The comparison lands in the summary JSON next to the five metrics.
   result = evaluate.EvalResult(
       metrics=dict(

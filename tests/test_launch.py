@@ -6,6 +6,7 @@ a fake HOME, `tmux` and `python3`, to check that the trainer receives exactly th
 argv through all the shell quoting.
 """
 
+import glob
 import importlib.util
 import json
 import os
@@ -216,7 +217,8 @@ def remote(tmp_path):
       bin_dir / "python3",
       "import json, os, sys\n"
       "open(os.environ['FAKE_TRAIN_ARGV'], 'w').write(json.dumps(\n"
-      "    {'argv': sys.argv[1:], 'XLA_FLAGS': os.environ.get('XLA_FLAGS')}))\n"
+      "    {'argv': sys.argv[1:], 'XLA_FLAGS': os.environ.get('XLA_FLAGS'),\n"
+      "     'LD_PRELOAD': os.environ.get('LD_PRELOAD')}))\n"
       "print('trainer output')\n",
   )
   files = {"tmux": tmp_path / "tmux.jsonl", "train": tmp_path / "train_argv.json"}
@@ -242,7 +244,8 @@ def remote(tmp_path):
     )
 
   def train_run(wait_s=0.0):
-    """{'argv': the trainer's argv, 'XLA_FLAGS': its env var}, or None if it never ran."""
+    """{'argv': the trainer's argv, 'XLA_FLAGS', 'LD_PRELOAD': its env vars}, or None if it
+    never ran."""
     deadline = time.time() + wait_s
     done = lambda: files["train"].exists() and files["train"].stat().st_size > 0
     while time.time() < deadline and not done():
@@ -302,8 +305,23 @@ def test_run_nohup_session(gcloud, remote):
   assert "setsid nohup bash -c" in script
   r = remote(script)
   assert r.returncode == 0, r.stderr
-  assert remote.train_run(wait_s=20) == {"argv": TRAIN, "XLA_FLAGS": "--a --b"}
+  run = remote.train_run(wait_s=20)
+  assert {k: run[k] for k in ("argv", "XLA_FLAGS")} == {"argv": TRAIN, "XLA_FLAGS": "--a --b"}
   assert (remote.home / "score_logs" / "exp1.pid").read_text().strip().isdigit()
+
+
+@pytest.mark.parametrize("allocator", ["tcmalloc", "glibc"])
+def test_run_preloads_tcmalloc_where_the_worker_has_it(gcloud, remote, monkeypatch, allocator):
+  monkeypatch.delenv("LD_PRELOAD", raising=False)
+  _, calls = gcloud(*RUN, "--session_type=nohup", f"--allocator={allocator}")
+  r = remote(_command(calls[0]))
+  assert r.returncode == 0, r.stderr
+  preload = remote.train_run(wait_s=20)["LD_PRELOAD"]
+  here = sorted(glob.glob("/usr/lib/*/libtcmalloc_minimal.so.4"))  # what `setup` installs
+  if allocator == "tcmalloc" and here:
+    assert preload == here[0]
+  else:
+    assert preload is None
 
 
 def test_stop_and_tail(gcloud, remote):

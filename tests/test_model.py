@@ -97,6 +97,23 @@ def test_chunked_append_after_rows_of_different_length():
     np.testing.assert_allclose(np.asarray(logits[r]), full[a_lens[r] :], atol=2e-5)
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gemma3"])
+def test_logits_at_one_position_per_row_equal_that_row_of_the_full_logits(family):
+  """The sampler's prefill asks for the last position only: same logits, same cache."""
+  cfg = tiny(family)
+  model = init_model(cfg, seed=4)
+  rng = np.random.default_rng(5)
+  tokens = jnp.asarray(rng.integers(1, cfg.vocab_size, (3, 7)))
+  lens = jnp.asarray([7, 3, 1])
+  at = jnp.asarray([6, 2, 0])
+  all_logits, cache_all = model(tokens, cache=KVCache.init(cfg, 3, 12), num_new=lens)
+  one, cache_one = model(tokens, cache=KVCache.init(cfg, 3, 12), num_new=lens, logits_at=at)
+  assert one.shape == (3, 1, cfg.vocab_size)
+  np.testing.assert_allclose(one[:, 0], all_logits[jnp.arange(3), at], rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(cache_all), jax.tree.leaves(cache_one)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_cache_repeat_shares_prefill():
   cfg = tiny("llama")
   cache = KVCache.init(cfg, 2, 8)

@@ -284,12 +284,15 @@ class Transformer(nnx.Module):
       *,
       cache: KVCache | None = None,
       num_new: Array | None = None,
+      logits_at: Array | None = None,
   ):
     """Full forward (cache=None) -> logits [B,T,V]; decode step -> (logits, new cache).
 
     In decode mode the T tokens of row b are written at slots lengths[b]..lengths[b]+T-1
     and only the first num_new[b] of them (default T) count towards the row's new length;
-    later ones are padding that the next call overwrites.
+    later ones are padding that the next call overwrites. `logits_at` [B] (decode mode)
+    computes the logits at one position per row only, [B,1,V]: a prefill needs the next
+    token's distribution, not a [B,T,V] tensor (the output layer is most of its cost).
     """
     if cache is None:
       return self.logits(self.hidden(tokens, input_mask, positions))
@@ -305,6 +308,8 @@ class Transformer(nnx.Module):
     if num_new is None:
       num_new = jnp.full((b,), t, jnp.int32)
     new_cache = KVCache(k=tuple(ks), v=tuple(vs), lengths=cache.lengths + num_new.astype(jnp.int32))
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, logits_at.astype(jnp.int32)[:, None, None], axis=1)  # [B,1,D]
     return self.logits(x), new_cache
 
 
