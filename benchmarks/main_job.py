@@ -6,6 +6,8 @@ for a new user) and workdir; the rest of the command is exactly README's.
 
   python benchmarks/main_job.py --workdir=/tmp/main_job            # both, tcmalloc first
   python benchmarks/main_job.py --workdir=/tmp/main_job --allocators=glibc
+  python benchmarks/main_job.py --allocators=tcmalloc \
+      --overrides=--config.loss.kl_estimator=sequence,--config.loss.anchor_turn1=False
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from absl import app, flags
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/main_job", "scratch directory (emptied)")
 _ALLOCATORS = flags.DEFINE_list("allocators", ["tcmalloc", "glibc"], "tcmalloc and/or glibc")
 _CONFIG = flags.DEFINE_string("config", "configs/embedded.py", "the job's config")
+_OVERRIDES = flags.DEFINE_list("overrides", [], "extra --config.x=y flags for every run")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,6 +52,7 @@ def run(allocator: str, root: str) -> dict:
       "score_jax.train",
       f"--config={_CONFIG.value}",
       f"--workdir={workdir}",
+      *_OVERRIDES.value,
   ]
   t0 = time.perf_counter()
   with open(os.path.join(root, "log.txt"), "w") as log:
@@ -59,7 +63,7 @@ def run(allocator: str, root: str) -> dict:
     if name.endswith(".json"):
       with open(os.path.join(workdir, "eval", name)) as f:
         evals[name[: -len(".json")]] = json.load(f)
-  return {"allocator": allocator, "wall_s": wall, "eval": evals}
+  return {"allocator": allocator, "overrides": _OVERRIDES.value, "wall_s": wall, "eval": evals}
 
 
 def main(argv):

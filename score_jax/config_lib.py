@@ -25,7 +25,7 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")  # floating jnp.dtype nam
 EMBEDDED_FAMILIES = ("pair_sum", "sort")  # score_jax.environments.embedded.FAMILIES
 DATASETS = ("math", "math500", "gsm8k", "mbpp", "humaneval", "embedded", "toy")
 MBPP_SPLITS = ("prompt", "test", "validation", "train")  # score_jax.data.tasks.MBPP_SPLITS
-KL_ESTIMATORS = ("k1", "k3")  # score_jax.losses
+KL_ESTIMATORS = ("k1", "k3", "sequence")  # score_jax.losses
 BASELINES = ("none", "mean", "loo")
 AGGREGATIONS = ("token", "sequence")
 # config.distributed: score_jax.sharding.maybe_initialize_distributed (case-insensitive).
@@ -100,6 +100,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss.alpha = 10.0
   c.loss.beta1 = 0.01
   c.loss.beta2 = 0.1
+  # Per-token k1 or k3 penalty, or "sequence": each attempt's whole-sequence KL(pi || ref) in its
+  # return, the paper's (losses.py docstring).
   c.loss.kl_estimator = "k3"
   c.loss.baseline = "loo"
   c.loss.aggregation = "token"

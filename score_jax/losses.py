@@ -34,6 +34,16 @@ Either way the penalty is a loss term of the attempt's own tokens, never folded 
 attempt's reward, so Stage I anchors the first attempt, as the Stage I objective of Kumar et
 al. (2024) asks (its beta2 KL is on the first attempt's own tokens). Folding that KL into a
 reward without gradient is a pitfall seen in some public re-implementations of SCoRe.
+
+  sequence          the paper's penalty: beta * KL(pi(.|x) || ref(.|x)) of each attempt as a
+                    whole (Kumar et al., 2024, Eqs. 3-4). The attempt's log-ratio
+                    sum_t (logp - ref_logp) (from the sampler, at sampling time) is folded into
+                    that attempt's own return before the baseline: A = r - beta * log-ratio -
+                    b. Its expected gradient is exactly grad of E[r] - beta * KL(pi || ref) of
+                    the sequence; per-token k1 or k3 terms miss how an earlier token changes the
+                    later tokens' distributions (and k3's is the reverse KL's). Only the
+                    attempt's own KL enters its return (gamma = 0, as the rewards), so Stage I's
+                    beta2 still acts on the first attempt alone.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 STAGES = ("stage1", "stage2", "single_turn")
-KL_ESTIMATORS = ("k1", "k3")
+KL_ESTIMATORS = ("k1", "k3", "sequence")
 BASELINES = ("none", "mean", "loo")
 AGGREGATIONS = ("token", "sequence")
 
@@ -141,12 +151,18 @@ def _groups(cfg: "LossConfig", turn: int) -> tuple[int, int]:
   return (m, 1) if m > 1 else (n, 1)  # siblings sharing the first attempt, if any
 
 
-def turn_advantages(rewards: Array, cfg: LossConfig) -> Array:
+def turn_advantages(rewards: Array, cfg: LossConfig, log_ratios: Array | None = None) -> Array:
   """[T, R] binary rewards -> [T, R] advantages (shaped reward minus baseline).
 
-  Stage I's first attempt gets advantage 0: it is trained only through its KL term."""
+  With the per-token KL estimators, Stage I's first attempt gets advantage 0: it is trained
+  only through its KL term. With `kl_estimator='sequence'`, `log_ratios` [T, R] (each
+  attempt's sum_t logp - ref_logp, constants) are folded into the returns as -beta_turn *
+  log-ratio before the baseline; Stage I's first attempt's return is then that term alone."""
   rewards = jnp.asarray(rewards, jnp.float32)
   chex.assert_rank(rewards, 2)  # [T, R]
+  sequence_kl = cfg.kl_estimator == "sequence"
+  if sequence_kl and log_ratios is None:
+    raise ValueError("kl_estimator='sequence' needs the attempts' log_ratios [T, R]")
   if rewards.shape[0] < cfg.num_turns:
     raise ValueError(
         f"{cfg.stage} needs rewards of {cfg.num_turns} turns, got " f"{rewards.shape[0]}"
@@ -162,16 +178,21 @@ def turn_advantages(rewards: Array, cfg: LossConfig) -> Array:
     # attempt starts (y1 is in its context): as part of turn 2's baseline it changes no
     # expected gradient, and it removes variance that grows with alpha^2.
     shaped = shaped.at[1].add(cfg.alpha * rewards[0])
+  if sequence_kl:
+    ratios = jax.lax.stop_gradient(jnp.asarray(log_ratios, jnp.float32))[: cfg.num_turns]
+    chex.assert_equal_shape([ratios, shaped])
+    shaped = shaped - jnp.asarray(cfg.kl_coefs, jnp.float32)[:, None] * ratios
   adv = jnp.stack([s - baseline(s, cfg.baseline, *_groups(cfg, t)) for t, s in enumerate(shaped)])
-  if cfg.stage == "stage1":
+  if cfg.stage == "stage1" and not sequence_kl:
     adv = adv.at[0].set(0.0)
   return adv
 
 
 def kl_value(logp: Array, ref_logp: Array, estimator: str) -> Array:
-  """Per-token estimate of KL(pi || ref) from the sampled tokens' log-probs."""
+  """Per-token estimate of KL(pi || ref) from the sampled tokens' log-probs (the sequence
+  estimator reports k1: summed over an attempt, it is the log-ratio its return holds)."""
   d = ref_logp - logp
-  if estimator == "k1":
+  if estimator in ("k1", "sequence"):
     return -d
   if estimator == "k3":
     return jnp.expm1(d) - d
@@ -182,7 +203,9 @@ def kl_term(logp: Array, ref_logp: Array, estimator: str) -> Array:
   """The differentiable per-token penalty; its value equals `kl_value`.
 
   k1: sg(k1) * (1 + logp - sg(logp)): gradient k1 * grad(logp) (score function).
-  k3: k3 itself."""
+  k3: k3 itself. sequence: no loss term (the KL is in the attempt's return)."""
+  if estimator == "sequence":
+    return jnp.zeros_like(logp)
   value = kl_value(logp, ref_logp, estimator)
   if estimator == "k1":
     value = jax.lax.stop_gradient(value)
@@ -217,7 +240,7 @@ def policy_loss(
   betas = jnp.asarray(cfg.kl_coefs, jnp.float32)[:, None, None]
   pg = -adv[:, :, None] * logp
   kl = kl_term(logp, ref_logp, cfg.kl_estimator)
-  per_token = (pg + betas * kl) * masks
+  per_token = (pg + betas * kl) * masks  # sequence: the KL is in `advantages` already
   tokens = masks.sum(-1)  # [T, R]
   if cfg.aggregation == "token":
     loss_sum, count = per_token.sum(), masks.sum()

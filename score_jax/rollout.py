@@ -78,6 +78,9 @@ class TrainBatch:
   ref_logprobs: jax.Array  # [R, L] float32: the frozen reference's, teacher-forced
   rewards: jax.Array  # [T, R] float32: 1.0 correct, 0.0 otherwise
   advantages: jax.Array | None = None  # [T, R] float32
+  # [T, R] float32: each attempt's summed log-prob under the policy when it was sampled (at
+  # the temperature): with the reference's, the sequence KL's log-ratio (losses, 'sequence').
+  attempt_logprobs: jax.Array | None = None
 
   def check(self) -> None:
     """Shapes and dtypes of the layout above (at trace time, inside jit)."""
@@ -87,8 +90,9 @@ class TrainBatch:
     chex.assert_shape(self.turn_masks, (t, r, l))
     chex.assert_shape(self.rewards, (t, r))
     chex.assert_type([self.ref_logprobs, self.rewards], jnp.float32)
-    if self.advantages is not None:
-      chex.assert_shape(self.advantages, (t, r))
+    for per_attempt in (self.advantages, self.attempt_logprobs):
+      if per_attempt is not None:
+        chex.assert_shape(per_attempt, (t, r))
 
   def micro_batches(self, num_micro: int) -> "TrainBatch":
     """The rows in `num_micro` consecutive groups: every field gets a leading [M] axis and
@@ -107,6 +111,7 @@ class TrainBatch:
         ref_logprobs=split(self.ref_logprobs, 0),
         rewards=split(self.rewards, 1),
         advantages=turn_major(self.advantages),
+        attempt_logprobs=turn_major(self.attempt_logprobs),
     )
 
 
@@ -133,7 +138,14 @@ class Pending:
         turn_masks=self.turn_masks,
         ref_logprobs=ref_logprobs,
         rewards=rewards,
+        attempt_logprobs=_attempt_logprobs(self.out),
     )
+
+
+@jax.jit
+def _attempt_logprobs(out: sampler_lib.SampleOutput) -> Array:
+  """[T, R]: each attempt's summed log-prob at sampling (padding after a stop counts 0)."""
+  return jnp.stack([jnp.sum(jnp.where(t.mask, t.logprobs, 0.0), -1) for t in out.turns])
 
 
 _assemble = jax.jit(teacher_forcing.assemble_sequences, static_argnames=("pad_id",))

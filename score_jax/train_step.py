@@ -53,7 +53,11 @@ def make_train_step(
 
   def step(state: TrainState, batch: TrainBatch):
     batch.check()
-    adv = losses.turn_advantages(batch.rewards, loss_cfg)
+    log_ratios = None
+    if loss_cfg.kl_estimator == "sequence":  # each attempt's sum_t logp - ref_logp
+      ref_sums = jnp.einsum("trl,rl->tr", batch.turn_masks.astype(jnp.float32), batch.ref_logprobs)
+      log_ratios = batch.attempt_logprobs[: loss_cfg.num_turns] - ref_sums[: loss_cfg.num_turns]
+    adv = losses.turn_advantages(batch.rewards, loss_cfg, log_ratios)
     micro = batch.replace(advantages=adv).micro_batches(num_micro)
 
     def grads_and_sums(mb):
@@ -76,6 +80,8 @@ def make_train_step(
     r = batch.rewards.astype(jnp.float32)
     for t in range(loss_cfg.num_turns):
       out[f"reward_t{t + 1}"] = jnp.mean(r[t])
+      if log_ratios is not None:  # the attempts' sequence KL estimate, per attempt
+        out[f"seq_kl_t{t + 1}"] = jnp.mean(log_ratios[t])
       out[f"adv_abs_t{t + 1}"] = jnp.mean(jnp.abs(adv[t]))
     if loss_cfg.num_turns > 1:
       out["shaped_reward_t2"] = jnp.mean(losses.shaped_rewards(r, loss_cfg)[1])

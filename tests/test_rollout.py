@@ -317,6 +317,7 @@ def _train_batch(r=6, l=5, t=2, advantages=True):
       ref_logprobs=f32(r, l),
       rewards=f32(t, r),
       advantages=f32(t, r) if advantages else None,
+      attempt_logprobs=f32(t, r),
   )
 
 
@@ -335,6 +336,7 @@ def test_train_batch_micro_batches_are_consecutive_rows(num_micro):
     np.testing.assert_array_equal(part.ref_logprobs, batch.ref_logprobs[sl])
     np.testing.assert_array_equal(part.rewards, batch.rewards[:, sl])
     np.testing.assert_array_equal(part.advantages, batch.advantages[:, sl])
+    np.testing.assert_array_equal(part.attempt_logprobs, batch.attempt_logprobs[:, sl])
 
 
 def test_train_batch_without_advantages_splits_and_stays_none():
