@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -230,6 +231,9 @@ def sample_turns(
 ) -> SampleOutput:
   """The traced program. prompts [B,P] right-padded; instructions [B,I] (or [1,I])."""
   b = prompts.shape[0]
+  chex.assert_rank([prompts, instructions], 2)  # [B, P], [B or 1, I]
+  chex.assert_shape([prompt_lens], (b,))
+  chex.assert_type([prompts, prompt_lens, instructions], jnp.int32)
   n = cfg.num_samples
   dtype = cache.k[0].dtype
   prefill = KVCache.init(model.cfg, b, cache.max_len, dtype)
