@@ -4,7 +4,7 @@ r"""Per-chip HBM estimates for SCoRe training of Gemma models on TPU slices (ari
   python benchmarks/memory_estimate.py --models=gemma2-2b --chips=8 --batch_size=16 \
       --micro_batch_size=8 --turn_budgets=512,512
 
-What the trainer (score_jax/train.py) keeps on each chip, with params/optimizer/reference
+What the trainer (score_jax/trainer.py) keeps on each chip, with params/optimizer/reference
 sharded over `fsdp = chips / tensor` chips (sharding.DEFAULT_RULES: embed -> fsdp; heads,
 kv_heads, mlp, vocab -> tensor; a dimension a mesh axis does not divide stays replicated):
 
@@ -21,18 +21,20 @@ kv_heads, mlp, vocab -> tensor; a dimension a mesh axis does not divide stays re
              bucket + turn 1 + instruction + turn 2, in model.dtype (bf16). Each distinct prompt
              bucket keeps its own cache; this counts only the largest.
   * activations (ROUGH, order of magnitude; no rematerialisation, attention materialises
-    [heads, L, L] scores, logits are materialised in fp32):
+    [heads, L, L] scores; fp32 logits of at most C = LOGITS_CHUNK_ELEMENTS entries per copy):
       train:    per micro-batch row, saved for the backward pass:
-                layers x L x (2 B x (6D + 2NH + 2KH + 4F) + 6 B x N x L) + 3 x L x V x 4 B
+                layers x L x (2 B x (6D + 2NH + 2KH + 4F) + 6 B x N x L),
+                plus 3 x min(rows x L x V, C) x 4 B of logits
       ref fwd:  the reference log-prob pass runs per micro-batch, like the train step:
-                micro-batch rows x (2 x L x V x 4 B + one layer's scores)
-      sampling: the prefill of batch_size prompts: its cache + logits of every prompt position
-                (P x V x 4 B) + one layer's scores (N x P x S x 6 B)
+                micro-batch rows x one layer's scores + 2 x min(rows x L x V, C) x 4 B
+      sampling: the prefill of batch_size prompts: its cache + one layer's scores
+                (N x P x S x 6 B) + the last position's logits (V x 4 B per prompt)
   * total = params + Adam + ref + KV + max(grads + train act., ref fwd, sampling).
 
-What-if flags for fixes train.py does not have yet: --chunked_logits (log-probs computed in sequence chunks and prefill
-logits only at the last position: no [L, V] fp32 arrays), --remat (jax.checkpoint per block:
-a row keeps L x D per layer plus one layer's activations).
+The output layer is chunked as the trainer does it (teacher_forcing.LOGITS_CHUNK_ELEMENTS
+fp32 entries per copy at most; prefill logits at the last position only): --nochunked_logits
+shows the full-logits version. What-if flag for a fix the trainer does not have: --remat
+(jax.checkpoint per block: a row keeps L x D per layer plus one layer's activations).
 
 "fits" lists the chips whose HBM x --headroom holds the total (v5e 16 GiB, v4/v6e 32 GiB,
 v5p 95 GiB per chip). Real usage differs (XLA fuses, rematerialises, pads); measure with
@@ -47,6 +49,7 @@ import math
 from absl import app, flags
 
 from score_jax.model.config import ModelConfig
+from score_jax.teacher_forcing import LOGITS_CHUNK_ELEMENTS
 
 # Architectures from the Hugging Face config.json of each checkpoint (text model only):
 #   google/gemma-2-2b: hidden_size 2304, num_hidden_layers 26, num_attention_heads 8,
@@ -157,8 +160,9 @@ _REF_MICRO = flags.DEFINE_bool(
 )
 _CHUNKED = flags.DEFINE_bool(
     "chunked_logits",
-    False,
-    "what if: no [L, V] fp32 logits (chunked log-probs, last-position " "prefill logits)",
+    True,
+    "the output layer in chunks of teacher_forcing.LOGITS_CHUNK_ELEMENTS and prefill logits at"
+    " the last position only, as the trainer does (--nochunked_logits: full [L, V] logits)",
 )
 _REMAT = flags.DEFINE_bool("remat", False, "what if: jax.checkpoint around each block")
 
@@ -166,7 +170,7 @@ _REMAT = flags.DEFINE_bool("remat", False, "what if: jax.checkpoint around each 
 @dataclasses.dataclass(frozen=True)
 class WhatIf:
   ref_micro_batched: bool = False
-  chunked_logits: bool = False
+  chunked_logits: bool = True
   remat: bool = False
 
 
@@ -303,12 +307,17 @@ def estimate(
   micro_chip = (s.micro_batch_size or rows) / fsdp
   kv_row = layers * length * 2 * kh * ab  # k and v, one row
   scores = lambda q_len, k_len: heads * q_len * k_len * 6  # fp32 softmax out + bf16 probs
-  logits = lambda q_len, copies: 0 if w.chunked_logits else copies * q_len * v_loc * 4
+
+  def logits(n_rows, q_len, copies):  # fp32 logits of n_rows x q_len positions, in bytes
+    entries = n_rows * q_len * v_loc
+    if w.chunked_logits:  # teacher_forcing: at most LOGITS_CHUNK_ELEMENTS entries at a time
+      entries = min(entries, LOGITS_CHUNK_ELEMENTS)
+    return copies * entries * 4
+
   layer_act = length * (ab * (6 * d + 2 * nh + 2 * kh + 4 * f_loc) + scores(1, length))
   saved = length * d * ab + layer_act if w.remat else layers * layer_act
-  train_row = saved + logits(length, 3)
-  ref_row = logits(length, 2) + scores(length, length)
-  prefill_prompt = kv_row + logits(s.prompt_len, 1) + scores(s.prompt_len, length)
+  ref_rows = micro_chip if w.ref_micro_batched else rows_chip
+  prefill_len = 1 if w.chunked_logits else s.prompt_len  # the sampler: last position only
   return Estimate(
       params=total,
       policy=per_chip * pb / GIB,
@@ -317,9 +326,13 @@ def estimate(
       ref=per_chip * rb / GIB,
       grads=2 * per_chip * pb / GIB,
       kv=(rows_chip + prompts_chip) * kv_row / GIB,
-      train_act=micro_chip * train_row / GIB,
-      ref_fwd=(micro_chip if w.ref_micro_batched else rows_chip) * ref_row / GIB,
-      sampling=prompts_chip * prefill_prompt / GIB,
+      train_act=(micro_chip * saved + logits(micro_chip, length, 3)) / GIB,
+      ref_fwd=(ref_rows * scores(length, length) + logits(ref_rows, length, 2)) / GIB,
+      sampling=(
+          prompts_chip * (kv_row + scores(s.prompt_len, length))
+          + logits(prompts_chip, prefill_len, 1)
+      )
+      / GIB,
   )
 
 
@@ -374,7 +387,9 @@ def main(argv):
   pd, rd, ad, t = _PARAM_DTYPE.value, _REF_DTYPE.value, _ACT_DTYPE.value, _TENSOR.value
   w = WhatIf(_REF_MICRO.value, _CHUNKED.value, _REMAT.value)
   what_if = ", ".join(
-      f.name for f in dataclasses.fields(w) if getattr(w, f.name) and f.name != "ref_micro_batched"
+      f.name
+      for f in dataclasses.fields(w)
+      if getattr(w, f.name) and f.name not in ("ref_micro_batched", "chunked_logits")
   )
   rows = s.batch_size * s.num_samples
   print(
