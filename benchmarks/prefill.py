@@ -12,7 +12,6 @@ program, and that both give the same next-token logits.
 
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -23,20 +22,12 @@ from flax import nnx
 from score_jax.checkpoints import gguf
 from score_jax.model import KVCache, init_model
 
+from timing import median_seconds  # benchmarks/timing.py
+
 _BATCH = flags.DEFINE_integer("batch", 16, "rows")
 _PROMPT = flags.DEFINE_integer("prompt", 192, "prompt bucket (tokens)")
 _CACHE = flags.DEFINE_integer("cache", 800, "KV cache length (prompt + turns + instruction)")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions (median)")
-
-
-def _timed(fn, repeats):
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def main(argv):
@@ -73,7 +64,7 @@ def main(argv):
   ):
     fn = jax.jit(lambda a, c, d, last_only=last_only: prefill(a, c, d, last_only))
     scratch = fn.lower(params, prompts, lens).compile().memory_analysis().temp_size_in_bytes
-    seconds = _timed(lambda: fn(params, prompts, lens), _REPEATS.value)
+    seconds = median_seconds(lambda: fn(params, prompts, lens), _REPEATS.value)
     results[last_only] = (seconds, np.asarray(fn(params, prompts, lens)[0]))
     print(f"| {name} | {seconds:.2f} | {scratch / 2**30:.2f} |")
   (t0, l0), (t1, l1) = results[False], results[True]

@@ -15,7 +15,6 @@ each method runs once to warm up, then `--repeats` timed runs.
 
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,8 @@ from flax import nnx
 
 from score_jax.model import ModelConfig, init_model
 from score_jax.sampler import Sampler, SamplerConfig
+
+from timing import median_seconds  # benchmarks/timing.py
 
 _LAYERS = flags.DEFINE_integer("layers", 4, "transformer layers")
 _WIDTH = flags.DEFINE_integer("width", 256, "embed dim")
@@ -36,16 +37,6 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions")
 _NAIVE_STEPS = flags.DEFINE_integer(
     "naive_steps", 0, "time only this many naive steps and extrapolate (0 = all)"
 )
-
-
-def _timed(fn, repeats):
-  jax.block_until_ready(fn())  # compile + warm up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def main(_):
@@ -79,7 +70,7 @@ def main(_):
 
   # Ours: both turns in one program.
   ours = Sampler(model, SamplerConfig(prompt_buckets=(p,), turn_budgets=(n, n), **common))
-  t_ours = _timed(
+  t_ours = median_seconds(
       lambda: ours(params, prompts, lens, instr, None, key).turns[1].tokens, _REPEATS.value
   )
 
@@ -99,7 +90,7 @@ def main(_):
       conv[r, : len(seq)], conv_lens[r] = seq, len(seq)
     return turn2(params, conv, conv_lens, None, None, key).turns[0].tokens
 
-  t_reprefill = _timed(reprefill, _REPEATS.value)
+  t_reprefill = median_seconds(reprefill, _REPEATS.value)
 
   # Naive: full forward over the whole (padded) sequence for every new token.
   width = p + 2 * n + il
@@ -124,7 +115,7 @@ def main(_):
     return seq_j
 
   naive_steps = _NAIVE_STEPS.value or 2 * n
-  t_naive = _timed(lambda: naive(naive_steps), 1) * (2 * n) / naive_steps
+  t_naive = median_seconds(lambda: naive(naive_steps), 1) * (2 * n) / naive_steps
 
   print(
       f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; model: "

@@ -20,7 +20,6 @@ a large fp32 matmul timed in the same process.
 
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +32,8 @@ from score_jax.checkpoints import gguf
 from score_jax.model import abstract_model, init_model
 from score_jax.rollout import TrainBatch
 from score_jax.train_step import TrainState, make_logprob_fn, make_train_step
+
+from timing import median_seconds  # benchmarks/timing.py
 
 _ROWS = flags.DEFINE_integer("rows", 8, "rows of the memory-analysis step")
 _LENGTH = flags.DEFINE_integer("length", 1024, "tokens per row of the memory-analysis step")
@@ -70,7 +71,7 @@ def _batch(rows: int, length: int, vocab: int, abstract: bool):
   )
 
 
-def _parts(cfg, rows):
+def _parts(rows):
   loss_cfg = losses.LossConfig(stage="stage2", num_samples=min(4, rows))
   optimizer = optim.adam(1e-6, grad_clip=1.0)
   return loss_cfg, optimizer
@@ -78,14 +79,14 @@ def _parts(cfg, rows):
 
 def _compile(cfg, rows, length, chunk, params, opt_state):
   graphdef = nnx.graphdef(abstract_model(cfg))
-  loss_cfg, optimizer = _parts(cfg, rows)
+  loss_cfg, optimizer = _parts(rows)
   step = jax.jit(make_train_step(graphdef, optimizer, loss_cfg, 1.0, 1, chunk), donate_argnums=0)
   ref = jax.jit(make_logprob_fn(graphdef, 1.0, 1, chunk))
   state = TrainState(params=params, opt_state=opt_state, step=jax.ShapeDtypeStruct((), jnp.int32))
   batch = _batch(rows, length, cfg.vocab_size, abstract=True)
   step_c = step.lower(state, batch).compile()
   ref_c = ref.lower(params, batch.tokens, batch.input_mask).compile()
-  return step, ref, step_c, ref_c
+  return step_c, ref_c
 
 
 def _gib(n: float) -> str:
@@ -98,21 +99,11 @@ def _flops(compiled) -> float:
   return float(cost.get("flops", 0.0))
 
 
-def _timed(fn, repeats):
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
-
-
 def matmul_peak(n: int, repeats: int) -> float:
   """FLOP/s of an [n, n] @ [n, n] fp32 matmul (the best this process gets from XLA)."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
-  return 2 * n**3 / _timed(lambda: f(a), max(repeats, 5))
+  return 2 * n**3 / median_seconds(lambda: f(a), max(repeats, 5))
 
 
 def main(argv):
@@ -123,26 +114,25 @@ def main(argv):
       f" {jax.device_count()} {jax.devices()[0].platform} device(s)"
   )
   abstract = nnx.state(abstract_model(cfg))
-  opt_abstract = jax.eval_shape(_parts(cfg, _ROWS.value)[1].init, abstract)
+  opt_abstract = jax.eval_shape(_parts(_ROWS.value)[1].init, abstract)
 
   rows, length = _ROWS.value, _LENGTH.value
   print(f"\nXLA memory analysis, {rows} rows x {length} tokens (compiled, not run):")
   print("| version | step scratch GiB | reference pass scratch GiB |")
   print("| --- | ---: | ---: |")
-  scratch = {}
+  previous = None  # the first version's step scratch
   for name, chunk in VERSIONS:
-    _, _, step_c, ref_c = _compile(cfg, rows, length, chunk, abstract, opt_abstract)
+    step_c, ref_c = _compile(cfg, rows, length, chunk, abstract, opt_abstract)
     s, r = step_c.memory_analysis().temp_size_in_bytes, ref_c.memory_analysis().temp_size_in_bytes
-    scratch[name] = (s, r)
-    ratio = "" if not scratch else f" ({s / scratch[VERSIONS[0][0]][0]:.3f}x the previous)"
-    print(f"| {name} | {_gib(s)}{ratio} | {_gib(r)} |")
+    previous = previous or s
+    print(f"| {name} | {_gib(s)} ({s / previous:.3f}x the previous) | {_gib(r)} |")
 
   if not _TIME_ROWS.value:
     return
   rows, length = _TIME_ROWS.value, _TIME_LENGTH.value
   model = init_model(cfg, seed=0)
   graphdef, params = nnx.split(model)
-  loss_cfg, optimizer = _parts(cfg, rows)
+  loss_cfg, optimizer = _parts(rows)
   batch = _batch(rows, length, cfg.vocab_size, abstract=False)
   peak = matmul_peak(_PEAK_N.value, _REPEATS.value)
   print(f"\nmeasured matmul peak: {peak / 1e9:.1f} GFLOP/s ({_PEAK_N.value}^3 fp32)")
@@ -156,7 +146,7 @@ def main(argv):
     state = TrainState(params=params, opt_state=optimizer.init(params), step=jnp.int32(0))
     if useful is None:  # the full-logits step's FLOPs: the work, without recomputation
       useful = _flops(step.lower(state, batch).compile())
-    seconds = _timed(lambda: step(state, batch), _REPEATS.value)
+    seconds = median_seconds(lambda: step(state, batch), _REPEATS.value)
     first = first or seconds
     print(
         f"| {name} | {seconds:.3f} ({first / seconds:.2f}x the previous's speed) |"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from score_jax import build, config_lib, environments, prompts
+from score_jax import build, config_lib, prompts
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "gemma3_270m_eval.py"

@@ -43,6 +43,19 @@ def _objective(theta, ref, beta):
   return jnp.sum(p * r) - beta * jnp.sum(p * (lp - lr))
 
 
+def _expected_grad(loss, theta, outcomes, logps, reward):
+  """Exactly E[grad loss(theta, group, rewards)] over groups of N independent samples drawn
+  from `outcomes` with probability exp(sum logps(theta, y)) each; reward(y) -> float."""
+  groups = list(itertools.product(outcomes, repeat=N))
+  ids = jnp.asarray(groups, jnp.int32)  # [G, N, tokens]
+  rewards = jnp.asarray([[reward(y) for y in g] for g in groups])
+  weights = jnp.asarray(
+      [np.prod([np.exp(logps(theta, jnp.asarray(y)).sum()) for y in g]) for g in groups]
+  )
+  grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(theta, ids, rewards)
+  return jax.tree.map(lambda g: jnp.tensordot(weights, g, axes=1), grads)
+
+
 def _expected_loss_grad(theta, ref, cfg):
   """E over all groups of N independent samples of grad(loss_sum), exactly."""
 
@@ -54,14 +67,7 @@ def _expected_loss_grad(theta, ref, cfg):
     adv = losses.turn_advantages(rewards[None], cfg, ratio)
     return losses.policy_loss(logp, ref_logp, masks, adv, cfg)[0]
 
-  groups = list(itertools.product(SEQS, repeat=N))
-  ids = jnp.asarray(groups, jnp.int32)  # [G, N, 2]
-  rewards = jnp.asarray([[REWARD[y] for y in g] for g in groups])
-  weights = jnp.asarray(
-      [np.prod([np.exp(_seq_logps(theta, jnp.asarray(y)).sum()) for y in g]) for g in groups]
-  )
-  grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(theta, ids, rewards)
-  return jax.tree.map(lambda g: jnp.tensordot(weights, g, axes=1), grads)
+  return _expected_grad(loss, theta, SEQS, _seq_logps, REWARD.__getitem__)
 
 
 def _rel_err(a, b):
@@ -134,14 +140,7 @@ def test_sequence_kl_beta_per_turn_and_own_return_only():
     adv = losses.turn_advantages(rewards, cfg, ratio)
     return losses.policy_loss(logp, ref_logp, masks, adv, cfg)[0]
 
-  groups = list(itertools.product(pairs, repeat=N))
-  ids = jnp.asarray(groups, jnp.int32)
-  rewards2 = jnp.asarray([[r2(*y) for y in g] for g in groups])
-  weights = jnp.asarray(
-      [np.prod([np.exp(logps(theta, jnp.asarray(y)).sum()) for y in g]) for g in groups]
-  )
-  grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(theta, ids, rewards2)
-  total = jax.tree.map(lambda g: jnp.tensordot(weights, g, axes=1), grads)
+  total = _expected_grad(loss, theta, pairs, logps, lambda y: r2(*y))
   assert _rel_err([total[0]], [want[0]]) < 1e-5
   assert _rel_err([total[1]], [want[1]]) < 1e-5
 
