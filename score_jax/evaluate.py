@@ -202,12 +202,12 @@ def main(argv):
   from absl import flags
   from flax import nnx
 
-  from score_jax import build
+  from score_jax import build, cli
   from score_jax.checkpoints import state as ckpt_lib
 
   FLAGS = flags.FLAGS
   config = FLAGS.config
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  cli.configure_logging()
   build.preflight(config, training=False)
   loop = build.loop_settings(config)
   for name in ("num_problems", "batch_size", "sc_samples"):

@@ -6,15 +6,48 @@ r"""SCoRe training: rollout -> reference log-probs -> rewards -> sharded REINFOR
 
 The command line: the config is validated and turned into parts (`score_jax.build`), and a
 `score_jax.trainer.Trainer` runs them (the pure step is in `score_jax.train_step`). Rerunning
-the same command resumes from the latest checkpoint in the workdir.
+the same command resumes from the latest checkpoint in the workdir. The run's config is
+written to <workdir>/config.json (process 0, at every start), which `score_jax.export` reads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
+
+import jax
 
 from score_jax import build, metrics as metrics_lib
 from score_jax.trainer import Trainer
+
+RUN_CONFIG = "config.json"  # <workdir>/config.json: the ConfigDict the run was started with
+
+
+def write_run_config(config, workdir: str) -> str:
+  """<workdir>/config.json: `config` as JSON (tuples as lists), atomically (tmp + rename)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, RUN_CONFIG)
+  fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=workdir)
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(config.to_json(indent=2, sort_keys=True) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def read_run_config(path: str):
+  """The ConfigDict `write_run_config` wrote to `path` (lists where the config had tuples;
+  `config_lib.validate` and `build` accept both)."""
+  import ml_collections
+
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
 
 
 def main(argv):
@@ -26,8 +59,13 @@ def main(argv):
   workdir = flags.FLAGS.workdir
   build.preflight(config)  # every field and the dataset files, before JAX starts
   build.initialize_distributed(config)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  trainer = Trainer(build.parts(config), workdir)
+  from score_jax import cli
+
+  cli.configure_logging()  # quiet libraries unless --verbosity=1
+  parts = build.parts(config)
+  if jax.process_index() == 0:  # once the config proved good: a bad one leaves no workdir
+    write_run_config(config, workdir)
+  trainer = Trainer(parts, workdir)
   result = trainer.run()
   if trainer.is_main and result["final_eval"]:
     print(metrics_lib.format_table({"policy": result["final_eval"]}))

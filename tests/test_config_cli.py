@@ -75,6 +75,7 @@ BAD_VALUES = [
     ("task.train_split", None),
     ("task.eval_split", None),
     ("task.eval_source", 3),
+    ("task.data_dir", 3),
     ("task.num_eval", -1),
     ("task.embedded.family", "chess"),
     ("task.embedded.count", 1),
@@ -285,6 +286,8 @@ SHIPPED = [
     ("gemma_code", ""),
     ("gemma3_270m_eval", "gsm8k"),
     ("gemma3_270m_eval", "math500"),
+    ("smollm2_arith", ""),
+    ("smollm2_arith", "runlocal"),
 ]
 
 

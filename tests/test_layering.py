@@ -31,7 +31,7 @@ LAYERS = (
     ("environments",),  # 3 tasks + prompts + checkers behind one interface
     ("embedded_base", "rollout", "train_step", "report"),  # 4 roles built from the above
     ("build",),  # 5 the composition root: the only reader of the config
-    ("cli", "evaluate", "trainer", "train"),  # 6 programs
+    ("cli", "evaluate", "export", "trainer", "train"),  # 6 programs
 )
 
 

@@ -13,6 +13,7 @@ from score_jax.checkpoints.gguf import (
     config_from_gguf,
     gemma3_270m_path,
     load_gguf,
+    smollm2_path,
     spm_proto_from_gguf,
     tokenizer_from_gguf,
 )

